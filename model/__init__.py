@@ -1,0 +1,1 @@
+"""Streaming data, networks, sparse ops, training and metrics (to come: see the open issues)."""
