@@ -32,6 +32,10 @@ class Problem:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def sort_key(self) -> tuple:
+        """The order of error logs: by utterance, then file and line, so logs diff cleanly."""
+        return (self.utterance or "", self.file, self.line or 0, self.reason)
+
 
 @dataclass(frozen=True)
 class Utterance:

@@ -1,0 +1,173 @@
+"""One Dask task: cut every utterance of one source recording and stage its finished samples.
+
+A recording's samples are staged in `STAGING/<recording>/`, built under a temporary name and
+renamed when complete, with `_outcome.json` (what was produced and what was rejected) written
+last inside it: a rerun finds the completed recordings and reuses them (resume), and a killed
+task leaves only a temporary folder that the rerun removes.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import schemas
+from mer_data.media.cut import cut_recording
+from mer_data.records import CutRequest, CutResult, Problem, StagedSample, Utterance
+
+from .options import ConvertOptions
+
+OUTCOME_FILE = "_outcome.json"
+
+
+@dataclass(frozen=True)
+class RecordingJob:
+    """The media work of one source recording (an IEMOCAP dialog, a MOSEI video)."""
+
+    recording: str
+    root: str  # corpus root, absolute
+    video: str  # relative to root
+    audio: str  # relative to root
+    utterances: tuple[Utterance, ...]
+    splits: tuple[tuple[str, str], ...]  # (utterance id, split)
+
+
+@dataclass
+class RecordingOutcome:
+    recording: str
+    samples: list[StagedSample] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def run_recording(job: RecordingJob, staging: str, options: ConvertOptions) -> RecordingOutcome:
+    """The task body: reuse a completed staging folder, else cut the media; never raises."""
+    done = Path(staging) / job.recording
+    reused = load_outcome(done, options.fingerprint())
+    if reused is not None:
+        return reused
+    try:
+        return _cut_and_stage(job, Path(staging), options)
+    except Exception as exc:  # one recording's crash must not kill a conversion of thousands
+        reason = f"task failed: {type(exc).__name__}: {exc}"
+        detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
+        return failed_outcome(job, f"{reason} ({detail})" if detail not in reason else reason)
+
+
+def failed_outcome(job: RecordingJob, reason: str) -> RecordingOutcome:
+    """Every utterance of the job rejected with the same reason."""
+    problems = [Problem(file=job.video, line=None, reason=reason, utterance=u.id, stage="media")
+                for u in job.utterances]
+    return RecordingOutcome(job.recording, [], problems)
+
+
+def _cut_and_stage(job: RecordingJob, staging: Path, options: ConvertOptions) -> RecordingOutcome:
+    work = staging / f".tmp-{job.recording}"
+    done = staging / job.recording
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    root = Path(job.root)
+    requests = [CutRequest(u.id, u.start, u.end, u.video_region, u.audio_channel) for u in job.utterances]
+    cuts, problems = cut_recording(root / job.video, root / job.audio, requests, work,
+                                   frame_interval_ms=options.frame_interval_ms, max_height=options.max_height,
+                                   rel_video=job.video, rel_audio=job.audio)
+    by_id = {u.id: u for u in job.utterances}
+    splits = dict(job.splits)
+    samples = []
+    for cut in sorted(cuts, key=lambda c: c.key):
+        sample, problem = _stage_sample(by_id[cut.key], splits[cut.key], cut, work)
+        if problem:
+            problems.append(problem)
+        else:
+            samples.append(sample)
+    outcome = RecordingOutcome(job.recording, samples, sorted(problems, key=Problem.sort_key))
+    _write_outcome(work, outcome, options.fingerprint())
+    shutil.rmtree(done, ignore_errors=True)
+    work.rename(done)
+    return load_outcome(done, options.fingerprint())
+
+
+def _stage_sample(utt: Utterance, split: str, cut: CutResult, work: Path) -> tuple[StagedSample | None, Problem | None]:
+    meta = sample_metadata(utt, split, cut)
+    broken = schemas.errors("sample", meta)
+    if broken:
+        for path in (cut.flac, cut.mp4):
+            Path(path).unlink(missing_ok=True)
+        return None, Problem(file=utt.sources.get("labels", ""), line=utt.lines.get("labels"),
+                             reason="metadata breaks sample schema: " + "; ".join(broken[:3]),
+                             utterance=utt.id, stage="pack")
+    (work / f"{utt.id}.json").write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+    (work / f"{utt.id}.txt").write_text(utt.text, encoding="utf-8")
+    members = {"json": f"{utt.id}.json", "txt": f"{utt.id}.txt",
+               "flac": Path(cut.flac).name, "mp4": Path(cut.mp4).name}
+    return StagedSample(utt.id, split, utt.recording, members, index_row(meta)), None
+
+
+def sample_metadata(utt: Utterance, split: str, cut: CutResult) -> dict:
+    """The `json` member of a sample: the contract of schemas/sample.schema.json."""
+    interval = utt.end - utt.start
+    encoding = "cp1252" if "text_encoding=cp1252" in utt.notes else "utf-8"
+    return {
+        "schema_version": schemas.SAMPLE_SCHEMA_VERSION,
+        "corpus": utt.corpus, "id": utt.id, "split": split, "recording": utt.recording,
+        "session": utt.session, "speaker": utt.speaker, "gender": utt.gender,
+        "start": utt.start, "end": utt.end, "duration": round(interval, 6),
+        "label": utt.label, "text": utt.text, "text_encoding": encoding,
+        "audio": cut.audio, "video": cut.video, "faces": cut.faces,
+        "alignment": {
+            "audio_minus_interval_s": round(cut.audio["duration"] - interval, 6),
+            "video_minus_interval_s": round(cut.video["duration"] - interval, 6),
+            "video_start_offset_s": round(cut.video["start_time"] - utt.start, 6),
+        },
+        "sources": {
+            "video": utt.sources.get("video", ""), "audio": utt.sources.get("audio", ""),
+            "transcript": utt.sources.get("transcript"), "labels": utt.sources.get("labels"),
+            "transcript_line": utt.lines.get("transcript"), "labels_line": utt.lines.get("labels"),
+        },
+    }
+
+
+def index_row(meta: dict) -> dict:
+    """The flat columns of index.parquet for one sample (shard and position are added at packing)."""
+    row = {
+        "key": meta["id"], "split": meta["split"], "recording": meta["recording"], "session": meta["session"],
+        "speaker": meta["speaker"], "gender": meta["gender"], "start": meta["start"], "end": meta["end"],
+        "duration": meta["duration"], "text": meta["text"],
+        "audio_samples": meta["audio"]["samples"], "video_frames": meta["video"]["frames"],
+        "video_fps": meta["video"]["fps"], "face_detection_rate": meta["faces"]["detection_rate"],
+    }
+    label = meta["label"]
+    if "category" in label:
+        row.update(label=label["category"], valence=label["vad"][0], arousal=label["vad"][1],
+                   dominance=label["vad"][2])
+    else:
+        row.update(sentiment=label["sentiment"], **{f"emo_{k}": v for k, v in label["emotions"].items()})
+    return row
+
+
+
+def _write_outcome(work: Path, outcome: RecordingOutcome, fingerprint: str) -> None:
+    data = {
+        "fingerprint": fingerprint,
+        "recording": outcome.recording,
+        "samples": [{"key": s.key, "split": s.split, "recording": s.recording,
+                     "members": {k: str(v) for k, v in s.members.items()}, "index_row": s.index_row}
+                    for s in outcome.samples],
+        "problems": [asdict(p) for p in outcome.problems],
+    }
+    (work / OUTCOME_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+
+
+def load_outcome(done: Path, fingerprint: str) -> RecordingOutcome | None:
+    """The outcome staged in `done`, if complete and made with the same options; else None."""
+    marker = done / OUTCOME_FILE
+    if not marker.is_file():
+        return None
+    data = json.loads(marker.read_text(encoding="utf-8"))
+    if data.get("fingerprint") != fingerprint:
+        return None
+    samples = [StagedSample(s["key"], s["split"], s["recording"],
+                            {k: done / v for k, v in s["members"].items()}, s["index_row"])
+               for s in data["samples"]]
+    return RecordingOutcome(data["recording"], samples, [Problem(**p) for p in data["problems"]])
