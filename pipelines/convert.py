@@ -10,7 +10,6 @@ the conversion finished. Work in progress lives in `.staging/` and is removed at
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import mer_data
 from mer_data.records import Problem, StagedSample, Utterance
-from mer_data.shards import atomic_write_text, pack_shards, write_dataset_card, write_errors, write_index
+from mer_data.shards import (atomic_write_text, index_rows, pack_shards, sha256_file, write_dataset_card,
+                             write_errors, write_index)
 
 from .cluster import TaskFailure, dask_client, map_tasks
 from .options import ConvertOptions
@@ -153,15 +153,14 @@ def _pack(plan: ConversionPlan, outcomes: list[RecordingOutcome], out: Path, opt
     problems = sorted(list(plan.problems) + [p for o in outcomes for p in o.problems], key=Problem.sort_key)
     packed = pack_shards(samples, out, seed=options.shuffle_seed, max_bytes=options.shard_max_bytes,
                          max_count=options.shard_max_count)
-    _remove_stale_shards(out, {shard.name for shard in packed.shards})
-    rows = [dict(s.index_row, shard=packed.placement[s.key][0], position=packed.placement[s.key][1]) for s in samples]
+    rows = index_rows(samples, packed.placements)
     index_path = write_index(rows, out)
     errors_path = write_errors(problems, out)
     excluded_path = out / "excluded.jsonl"
     atomic_write_text(excluded_path, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
                                              for e in sorted(plan.excluded, key=lambda e: e["utterance"])))
     card = dataset_card(plan, options, rows, packed.shards, problems,
-                        {p.name: _sha256(p) for p in (index_path, errors_path, excluded_path)})
+                        {p.name: sha256_file(p) for p in (index_path, errors_path, excluded_path)})
     write_dataset_card(card, out)
     return ConversionReport(out, card, problems)
 
@@ -188,8 +187,7 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
             "per_split_label": {split: dict(sorted(c.items())) for split, c in sorted(per_split_label.items())},
             "planned": plan.utterance_count,
         },
-        "shards": [{"name": s.name, "split": s.split, "count": s.count, "bytes": s.bytes, "sha256": s.sha256}
-                   for s in shards],
+        "shards": [shard.to_json() for shard in shards],
         "errors": {
             "count": len(problems),
             "by_stage": dict(sorted(Counter(p.stage for p in problems).items())),
@@ -215,7 +213,7 @@ def _prepare_output(out: Path, options: ConvertOptions, overwrite: bool) -> Conv
     if overwrite and out.exists():
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
-        _remove_stale_shards(out, set())
+        _remove_shards(out)
         shutil.rmtree(out / STAGING, ignore_errors=True)
     if not card_path.is_file():
         return None
@@ -234,17 +232,8 @@ def _remove_half_staged(staging: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _remove_stale_shards(out: Path, keep: set[str]) -> None:
+def _remove_shards(out: Path) -> None:
     for pattern in ("train-*.tar", "valid-*.tar", "test-*.tar", ".tmp-*"):
         for path in out.glob(pattern):
-            if path.name not in keep and path.is_file():
+            if path.is_file():
                 path.unlink()
-
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
