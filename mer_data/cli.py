@@ -97,7 +97,7 @@ def convert() -> None:
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="Worker processes of the local Dask cluster [default: CPU count].")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
-@click.option("--shard-max-bytes", default="256MB", show_default=True, help="Size cap of a shard (e.g. 64MB, 1GB).")
+@click.option("--shard-max-bytes", default="256MiB", show_default=True, help="Size cap of a shard (e.g. 64MB, 1GB).")
 @click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1), help="Samples per shard cap.")
 @click.option("--shuffle-seed", default=0, show_default=True, type=int, help="Seed of the shuffle across recordings.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished conversion in OUT (without it, a rerun resumes).")

@@ -15,7 +15,7 @@ class Problem:
     """Something wrong with the input, precise enough to act on: which file, which line, why.
 
     `utterance` is the corpus id the problem costs (None where a whole file or a line without an
-    id is affected). `stage` says who found it: "read" (annotations), "media" (audio/video), "pack".
+    id is affected). `stage` says who found it: "read" (annotations), "split" (no split for it), "media" (audio/video), "pack".
     """
 
     file: str

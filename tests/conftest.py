@@ -1,0 +1,40 @@
+"""Shared fixtures: a small synthetic IEMOCAP release and its conversion, built once per session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SMALL = dict(sessions=(1, 2), dialogs_per_session=1, utterances_per_dialog=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> tuple[Path, dict]:
+    """(release root, synth truth) of a 2-dialog synthetic IEMOCAP release."""
+    from mer_data.synth.iemocap import synth_iemocap
+
+    out = tmp_path_factory.mktemp("synth-small")
+    root = synth_iemocap(out, **SMALL)
+    truth = json.loads((out / "synth_truth.json").read_text(encoding="utf-8"))
+    return root, truth
+
+
+def convert(root: Path, out: Path, *, workers: int = 1, scheduler: str | None = None, **option_values):
+    """Plan and run a conversion through the Python API; returns the ConversionReport."""
+    from pipelines.convert import plan_iemocap, run_conversion
+    from pipelines.options import ConvertOptions
+
+    option_values.setdefault("split", "session:2")
+    options = ConvertOptions(corpus="iemocap", **option_values)
+    plan = plan_iemocap(root, options)
+    return run_conversion(plan, out, options, workers=workers, scheduler=scheduler, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_shards(small_corpus, tmp_path_factory):
+    """(shard folder, report) of the small corpus converted with small shard caps."""
+    root, _ = small_corpus
+    out = tmp_path_factory.mktemp("shards-small")
+    report = convert(root, out, shard_max_count=4)
+    return out, report
