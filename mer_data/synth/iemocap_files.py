@@ -1,0 +1,123 @@
+"""The annotation files of a synthetic IEMOCAP dialog, with the quirks of the real release.
+
+EmoEvaluation: a `%` header, then blank-line separated blocks whose head is tab separated
+(`[START - END]`, id, code, `[V, A, D]`), followed by annotator lines: categorical (`C-E2:`) with
+one or several labels, empty ones (`C-F1:\t;\t()`), comments, and attribute lines (`A-E3:`).
+Transcriptions: `<id> [SSS.SSSS-EEE.EEEE]: text`, plus id-less backchannels and `XX` ids; the
+lines of overlapping turns are written out of time order; cp1252 bytes appear where the text has
+accented letters (the whole file is cp1252, which is plain ASCII elsewhere).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mer_data.synth.emotions import PROFILES, SIX_CLASSES
+from mer_data.synth.script import DialogScript, Turn
+
+LABELS_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
+TRANSCRIPT_ENCODING = "cp1252"
+EVALUATORS = ("E1", "E2", "E3", "E4", "E5", "E6")
+EVALUATORS_PER_DIALOG = 3
+COMMENTS = ("slightly annoyed", "curious", "mildly aggravated but staying polite, attitude", "tired", "sarcastic")
+SIX_CLASS_NAMES = tuple(PROFILES[code].evaluator_name for code in SIX_CLASSES)
+
+
+def transcript_line(turn: Turn) -> str:
+    return f"{turn.id} [{turn.start:08.4f}-{turn.end:08.4f}]: {turn.text}"
+
+
+def write_transcript(script: DialogScript, path: Path) -> dict[str, int]:
+    """Write the transcription file; return each turn's 1-based line number."""
+    asides_after: dict[int, list[str]] = {}
+    for aside in script.asides:
+        asides_after.setdefault(aside.after, []).append(aside.line)
+    lines: list[str] = []
+    line_of: dict[str, int] = {}
+    for index in _transcript_order(script.turns):
+        turn = script.turns[index]
+        lines.append(transcript_line(turn))
+        line_of[turn.id] = len(lines)
+        lines.extend(asides_after.get(index, []))
+    _write_lines(path, lines, script.transcript_crlf, TRANSCRIPT_ENCODING)
+    return line_of
+
+
+def _transcript_order(turns: tuple[Turn, ...]) -> list[int]:
+    """Time order, except that of two overlapping turns the later-starting one comes first."""
+    order = list(range(len(turns)))
+    i = 0
+    while i + 1 < len(order):
+        if turns[i + 1].start < turns[i].end:
+            order[i], order[i + 1] = order[i + 1], order[i]
+            i += 2  # a turn moves at most one place
+        else:
+            i += 1
+    return order
+
+
+def write_labels(script: DialogScript, path: Path, rng: np.random.Generator) -> dict[str, int]:
+    """Write the EmoEvaluation file; return the 1-based line of each turn's block head.
+
+    The first block always holds a multi-label and an empty annotator line, so that every file
+    exercises both.
+    """
+    evaluators = sorted(rng.choice(EVALUATORS, size=EVALUATORS_PER_DIALOG, replace=False).tolist())
+    lines = [LABELS_HEADER, ""]
+    line_of: dict[str, int] = {}
+    for index, turn in enumerate(script.turns):
+        line_of[turn.id] = len(lines) + 1
+        lines.append(_block_head(turn))
+        lines.extend(_annotator_lines(turn, evaluators, rng, show_quirks=index == 0))
+        lines.append("")
+    _write_lines(path, lines, script.labels_crlf, "ascii")
+    return line_of
+
+
+def _block_head(turn: Turn) -> str:
+    vad = ", ".join(f"{v:.4f}" for v in turn.vad)
+    return f"[{turn.start:.4f} - {turn.end:.4f}]\t{turn.id}\t{turn.category}\t[{vad}]"
+
+
+def _annotator_lines(turn: Turn, evaluators: list[str], rng: np.random.Generator, show_quirks: bool) -> list[str]:
+    self_rater = f"{turn.speaker}1"
+    names = _evaluator_categories(turn.category, len(evaluators), rng)
+    lines = []
+    for i, (evaluator, name) in enumerate(zip(evaluators, names)):
+        categories = [name]
+        if (show_quirks and i == 1) or rng.random() < 0.2:
+            categories.append(_other_name(name, rng))  # annotators may give several labels
+        lines.append(f"C-{evaluator}:\t{''.join(c + '; ' for c in categories).rstrip()}\t({_comment(rng)})")
+    if show_quirks or rng.random() < 0.3:
+        lines.append(f"C-{self_rater}:\t;\t()")  # the actor left the self-evaluation empty
+    else:
+        lines.append(f"C-{self_rater}:\t{names[0]};\t()")
+    for rater in [*evaluators, self_rater]:
+        val, act, dom = (int(np.clip(round(v + rng.normal(0, 0.5)), 1, 5)) for v in turn.vad)
+        lines.append(f"A-{rater}:\tval {val}; act {act}; dom  {dom};\t({_comment(rng)})")
+    return lines
+
+
+def _evaluator_categories(code: str, count: int, rng: np.random.Generator) -> list[str]:
+    """What each evaluator said: the class for a majority; for xxx, no two agree."""
+    if code == "xxx":
+        return rng.choice(SIX_CLASS_NAMES, size=count, replace=False).tolist()
+    names = [PROFILES[code].evaluator_name] * count
+    names[int(rng.integers(count))] = SIX_CLASS_NAMES[int(rng.integers(len(SIX_CLASS_NAMES)))]
+    return names
+
+
+def _other_name(name: str, rng: np.random.Generator) -> str:
+    choices = [n for n in SIX_CLASS_NAMES if n != name]
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _comment(rng: np.random.Generator) -> str:
+    return COMMENTS[int(rng.integers(len(COMMENTS)))] if rng.random() < 0.15 else ""
+
+
+def _write_lines(path: Path, lines: list[str], crlf: bool, encoding: str) -> None:
+    newline = "\r\n" if crlf else "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes("".join(line + newline for line in lines).encode(encoding))
