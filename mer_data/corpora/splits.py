@@ -2,13 +2,18 @@
 
 Specs:
 - `dai2021`: the utterance lists published with Dai et al. (NAACL 2021), shipped in
-  `mer_data/data/splits/dai2021/<corpus>/{train,valid,test}.txt`. It is a random utterance split:
-  utterances of one dialog (and one speaker) fall into several splits.
+  `mer_data/data/splits/dai2021/<corpus>/{train,valid,test}.txt`. For IEMOCAP it is a random
+  utterance split: utterances of one dialog (and one speaker) fall into several splits. For MOSEI
+  it follows the SDK standard folds video by video (a subset of their utterances): no video leaks.
 - `session:N` (IEMOCAP, N in 1..5): leave-one-session-out. Session N is test, the next session
   ((N % 5) + 1) is valid, the other three are train. No speaker is in two splits.
+- `sdk` (MOSEI): the CMU Multimodal SDK's standard folds, lists of video ids shipped in
+  `mer_data/data/splits/mosei_std_folds/{train,valid,test}.txt`; every utterance follows its video.
 - `random:SEED[:TRAIN,VALID,TEST]`: each utterance goes to a split by a stable hash of SEED and its
   id (SHA-256, the same on every machine and Python run), 80/10/10 unless fractions are given. Like
-  the published random protocol, it leaks dialogs and speakers across splits.
+  the published random protocol, it leaks dialogs and speakers across splits. For MOSEI the hash is
+  of the video id instead (the fractions are then of videos), so that a video, which is also its
+  one speaker, stays in one split.
 
 Every assignment reports "leakage": how many dialogs (recordings) and speakers are in more than one
 split, so that a leaky protocol is visible in the dataset card rather than hidden.
@@ -31,11 +36,16 @@ EXAMPLES_IN_REPORT = 10
 
 NOT_IN_DAI2021 = "not in the dai2021 split lists"
 _RANDOM_LEAK_NOTE = "utterance-level random split: dialogs and speakers leak across splits (see 'leakage')"
+_VIDEO_SPLIT_NOTE = "video-level split: every utterance follows its video (and speaker) into one split"
+_DAI2021_NOTES = {"iemocap": _RANDOM_LEAK_NOTE, "mosei": _VIDEO_SPLIT_NOTE}
+# Corpora whose random split hashes the recording, not the utterance: MOSEI has one speaker per
+# video, so an utterance-level split would put the test speakers' other utterances in training.
+RANDOM_BY_RECORDING = frozenset({"mosei"})
 
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """A parsed split spec: `kind` is "dai2021", "session" or "random"."""
+    """A parsed split spec: `kind` is "dai2021", "sdk", "session" or "random"."""
 
     kind: str
     session: int | None = None
@@ -44,10 +54,10 @@ class SplitSpec:
 
 
 def parse_split_spec(spec: str) -> SplitSpec:
-    """`dai2021` | `session:N` | `random:SEED[:TRAIN,VALID,TEST]`; ValueError saying what is wrong."""
+    """`dai2021` | `sdk` | `session:N` | `random:SEED[:TRAIN,VALID,TEST]`; ValueError saying what is wrong."""
     kind, _, rest = spec.strip().partition(":")
-    if kind == "dai2021" and not rest:
-        return SplitSpec("dai2021")
+    if kind in ("dai2021", "sdk") and not rest:
+        return SplitSpec(kind)
     if kind == "session":
         return SplitSpec("session", session=_parse_session(rest, spec))
     if kind == "random":
@@ -55,7 +65,7 @@ def parse_split_spec(spec: str) -> SplitSpec:
         seed = _parse_int(seed_text, f"split spec {spec!r}: SEED must be an integer")
         fractions = _parse_fractions(fractions_text, spec) if fractions_text else DEFAULT_FRACTIONS
         return SplitSpec("random", seed=seed, fractions=fractions)
-    raise ValueError(f"unknown split spec {spec!r}: expected 'dai2021', 'session:N' or 'random:SEED[:TRAIN,VALID,TEST]'")
+    raise ValueError(f"unknown split spec {spec!r}: expected 'dai2021', 'sdk', 'session:N' or 'random:SEED[:TRAIN,VALID,TEST]'")
 
 
 def _parse_int(text: str, message: str) -> int:
@@ -97,10 +107,12 @@ def assign_splits(
     parsed = parse_split_spec(spec)
     if parsed.kind == "dai2021":
         assignment, problems, report = _assign_dai2021(utterances, corpus)
+    elif parsed.kind == "sdk":
+        assignment, problems, report = _assign_sdk_folds(utterances, corpus)
     elif parsed.kind == "session":
         assignment, problems, report = _assign_by_session(utterances, parsed.session)
     else:
-        assignment, problems, report = _assign_random(utterances, parsed.seed, parsed.fractions)
+        assignment, problems, report = _assign_random(utterances, parsed.seed, parsed.fractions, corpus)
     counts = Counter(assignment.values())
     return assignment, problems, {
         "spec": spec,
@@ -155,7 +167,44 @@ def _assign_dai2021(utterances: Sequence[Utterance], corpus: str) -> tuple[dict[
     return assignment, problems, {
         "published": {split: published_counts[split] for split in SPLITS},
         "published_not_found": {"count": len(not_found), "first": not_found[:EXAMPLES_IN_REPORT]},
-        "note": _RANDOM_LEAK_NOTE,
+        "note": _DAI2021_NOTES.get(corpus, _RANDOM_LEAK_NOTE),
+    }
+
+
+def load_mosei_std_folds() -> dict[str, str]:
+    """The CMU-MOSEI standard folds of the SDK as video id -> split."""
+    folder = resources.files("mer_data").joinpath("data", "splits", "mosei_std_folds")
+    return {
+        video_id: split
+        for split in SPLITS
+        for video_id in folder.joinpath(f"{split}.txt").read_text(encoding="utf-8").split()
+    }
+
+
+def _assign_sdk_folds(utterances: Sequence[Utterance], corpus: str) -> tuple[dict[str, str], list[Problem], dict[str, Any]]:
+    if corpus != "mosei":
+        raise ValueError(f"the 'sdk' split is the CMU-MOSEI standard folds; corpus {corpus!r} has none")
+    folds = load_mosei_std_folds()
+    lists_name = "mer_data/data/splits/mosei_std_folds"
+    assignment: dict[str, str] = {}
+    problems: list[Problem] = []
+    for utterance in utterances:
+        split = folds.get(utterance.recording)
+        if split is None:
+            problems.append(Problem(lists_name, None, f"video {utterance.recording} is in no standard fold", utterance.id, stage="split"))
+        else:
+            assignment[utterance.id] = split
+    videos_found = {utterance.recording for utterance in utterances}
+    # A fold video without utterances is missing from the release or has no labels (two test
+    # videos of the SDK folds have none): reported, as the folds are not met in full.
+    not_found = [video_id for video_id in folds if video_id not in videos_found]
+    unfolded = sorted({utterance.recording for utterance in utterances if utterance.recording not in folds})
+    fold_counts = Counter(folds.values())
+    return assignment, problems, {
+        "fold_videos": {split: fold_counts[split] for split in SPLITS},
+        "fold_videos_not_found": {"count": len(not_found), "first": not_found[:EXAMPLES_IN_REPORT]},
+        "videos_in_no_fold": {"count": len(unfolded), "first": unfolded[:EXAMPLES_IN_REPORT]},
+        "note": _VIDEO_SPLIT_NOTE,
     }
 
 
@@ -182,15 +231,18 @@ def stable_unit_interval(seed: int, utt_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _assign_random(utterances: Sequence[Utterance], seed: int, fractions: tuple[float, float, float]) -> tuple[dict[str, str], list[Problem], dict[str, Any]]:
+def _assign_random(utterances: Sequence[Utterance], seed: int, fractions: tuple[float, float, float],
+                   corpus: str) -> tuple[dict[str, str], list[Problem], dict[str, Any]]:
     train_fraction, valid_fraction, _ = fractions
+    by_recording = corpus in RANDOM_BY_RECORDING
     assignment: dict[str, str] = {}
     for utterance in utterances:
-        position = stable_unit_interval(seed, utterance.id)
+        position = stable_unit_interval(seed, utterance.recording if by_recording else utterance.id)
         if position < train_fraction:
             assignment[utterance.id] = "train"
         elif position < train_fraction + valid_fraction:
             assignment[utterance.id] = "valid"
         else:
             assignment[utterance.id] = "test"
-    return assignment, [], {"seed": seed, "fractions": list(fractions), "note": _RANDOM_LEAK_NOTE}
+    note = _VIDEO_SPLIT_NOTE if by_recording else _RANDOM_LEAK_NOTE
+    return assignment, [], {"seed": seed, "fractions": list(fractions), "note": note}
