@@ -85,23 +85,37 @@ def convert() -> None:
     """Convert a raw corpus release to utterance-level WebDataset shards."""
 
 
+def _shared_convert_options(command):
+    """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
+    shared = [
+        click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        click.argument("out", type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
+                     help="Face boxes are detected on frames this far apart."),
+        click.option("--workers", default=None, type=click.IntRange(1),
+                     help="Worker processes of the local Dask cluster [default: CPU count]."),
+        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."),
+        click.option("--shard-max-bytes", default="256MiB", show_default=True,
+                     help="Size cap of a shard (e.g. 64MB, 1GiB)."),
+        click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1),
+                     help="Samples per shard cap."),
+        click.option("--shuffle-seed", default=0, show_default=True, type=int,
+                     help="Seed of the shuffle across recordings."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace a finished conversion in OUT (without it, a rerun resumes)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for decorate in reversed(shared):
+        command = decorate(command)
+    return command
+
+
 @convert.command("iemocap")
-@click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@_shared_convert_options
 @click.option("--split", default="dai2021", show_default=True,
               help="dai2021 (published random utterance split), session:N (leave session N out), random:SEED.")
 @click.option("--classes", default="ang,exc,fru,hap,neu,sad", show_default=True,
               help="Category codes to keep, comma-separated, or 'all'.")
-@click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
-              help="Face boxes are detected on frames this far apart.")
-@click.option("--workers", default=None, type=click.IntRange(1),
-              help="Worker processes of the local Dask cluster [default: CPU count].")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
-@click.option("--shard-max-bytes", default="256MiB", show_default=True, help="Size cap of a shard (e.g. 64MB, 1GB).")
-@click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1), help="Samples per shard cap.")
-@click.option("--shuffle-seed", default=0, show_default=True, type=int, help="Seed of the shuffle across recordings.")
-@click.option("--overwrite", is_flag=True, help="Replace a finished conversion in OUT (without it, a rerun resumes).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
 def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers, scheduler, shard_max_bytes,
                             shard_max_count, shuffle_seed, overwrite, quiet):
     """Convert the IEMOCAP release at RAW into shards in OUT.
@@ -116,14 +130,51 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
       mer convert iemocap raw/ shards/ --split session:5 --workers 8
       mer convert iemocap raw/ shards/ --scheduler tcp://10.0.0.5:8786
     """
-    from pipelines.convert import OutputConflict, plan_iemocap
+    from pipelines.convert import plan_iemocap
     from pipelines.options import ConvertOptions
 
     options = ConvertOptions(corpus="iemocap", split=split, classes=_classes(classes),
                              frame_interval_ms=frame_interval_ms, shard_max_bytes=_bytes(shard_max_bytes),
                              shard_max_count=shard_max_count, shuffle_seed=shuffle_seed)
+    _plan_and_run(lambda: plan_iemocap(raw, options), out, options, workers, scheduler, overwrite, quiet)
+
+
+@convert.command("mosei")
+@_shared_convert_options
+@click.option("--split", default="dai2021", show_default=True,
+              help="dai2021 (published utterance split), sdk (standard video folds), random:SEED (by video).")
+@click.option("--labels", type=click.Choice(["csd", "mturk"]), default="csd", show_default=True,
+              help="Label source: the SDK's CMU_MOSEI_Labels.csd or the raw MTurk CSVs under Labels/.")
+@click.option("--max-height", default=360, show_default=True, type=click.IntRange(2),
+              help="Videos taller than this are downscaled (aspect kept).")
+def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms, workers, scheduler,
+                          shard_max_bytes, shard_max_count, shuffle_seed, overwrite, quiet):
+    """Convert the CMU-MOSEI release at RAW (CMU_MOSEI/Raw or a folder holding it) into shards in OUT.
+
+    One task per source video; speech from the 16 kHz WAV, or the video's own audio track where
+    the WAV is missing (recorded in each sample's sources). Exit status as for iemocap.
+
+    \b
+    Examples:
+      mer convert mosei CMU_MOSEI/Raw shards/ --split sdk
+      mer convert mosei CMU_MOSEI/ shards/ --labels mturk --max-height 240
+    """
+    from pipelines.convert import plan_mosei
+    from pipelines.options import ConvertOptions
+
+    options = ConvertOptions(corpus="mosei", split=split, classes=("all",), frame_interval_ms=frame_interval_ms,
+                             shard_max_bytes=_bytes(shard_max_bytes), shard_max_count=shard_max_count,
+                             shuffle_seed=shuffle_seed, max_height=max_height, extra={"labels": labels})
+    _plan_and_run(lambda: plan_mosei(raw, options, labels=labels), out, options, workers, scheduler, overwrite,
+                  quiet)
+
+
+def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet):
+    """Plan (clear errors for unusable input), run, and exit 3 when anything was rejected."""
+    from pipelines.convert import OutputConflict
+
     try:
-        plan = plan_iemocap(raw, options)
+        plan = make_plan()
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
     try:

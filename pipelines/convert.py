@@ -74,6 +74,16 @@ def plan_iemocap(raw: Path, options: ConvertOptions) -> ConversionPlan:
     return group_into_jobs("iemocap", root, chosen, excluded, reading.problems, options, reading.stats)
 
 
+def plan_mosei(raw: Path, options: ConvertOptions, labels: str = "csd") -> ConversionPlan:
+    """Read the CMU-MOSEI transcripts and labels (`labels`: "csd" or "mturk"), assign splits,
+    group by source video. Every labelled segment is kept: MOSEI labels are multi-label."""
+    from mer_data.corpora.mosei import find_mosei_root, read_mosei
+
+    root = find_mosei_root(Path(raw)).resolve()
+    reading = read_mosei(root, labels=labels)
+    return group_into_jobs("mosei", root, reading.utterances, [], reading.problems, options, reading.stats)
+
+
 def filter_classes(utterances: list[Utterance], classes: tuple[str, ...]) -> tuple[list[Utterance], list[dict]]:
     """Keep the utterances whose category is in `classes` ("all" keeps everything)."""
     if "all" in classes:
@@ -104,7 +114,8 @@ def group_into_jobs(corpus: str, root: Path, utterances: list[Utterance], exclud
         utts = sorted(by_recording[name], key=lambda u: (u.start, u.id))
         first = utts[0]
         jobs.append(RecordingJob(name, str(root), first.sources["video"], first.sources["audio"], tuple(utts),
-                                 tuple((u.id, splits[u.id]) for u in utts)))
+                                 tuple((u.id, splits[u.id]) for u in utts),
+                                 audio_fallback_to_video=corpus == "mosei"))
     return ConversionPlan(corpus, root, jobs, list(problems) + list(split_problems), excluded,
                           split_report, stats)
 
@@ -169,12 +180,10 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
                  checksums: dict[str, str]) -> dict:
     """The dataset card: enough to know what is in OUT without opening a tar, and nothing
     run-dependent (no times, no host names) so that it is byte-identical across runs."""
-    label_column = "label" if plan.corpus == "iemocap" else None
     per_split = Counter(row["split"] for row in rows)
-    per_split_label: dict[str, dict[str, int]] = {}
-    if label_column:
-        for row in rows:
-            per_split_label.setdefault(row["split"], Counter())[row[label_column]] += 1
+    per_split_label: dict[str, Counter] = {}
+    for row in rows:
+        per_split_label.setdefault(row["split"], Counter()).update(row_labels(row))
     return {
         "schema_version": "1.0",
         "tool": {"name": "mer-data", "version": mer_data.__version__},
@@ -199,6 +208,13 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
         "reader_stats": plan.reader_stats,
         "checksums": checksums,
     }
+
+
+def row_labels(row: dict) -> list[str]:
+    """The labels an index row counts under: its IEMOCAP category, or each MOSEI emotion present."""
+    if "label" in row:
+        return [row["label"]]
+    return [name[len("emo_"):] for name, value in sorted(row.items()) if name.startswith("emo_") and value > 0]
 
 
 def problem_kind(problem: Problem) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import schemas
@@ -30,6 +30,9 @@ class RecordingJob:
     root: str  # corpus root, absolute
     video: str  # relative to root
     audio: str  # relative to root
+    # MOSEI: where the 16 kHz WAV is missing, take the video's own audio track (recorded as such
+    # in the sample's sources). IEMOCAP: a missing dialog WAV is an error (its channels matter).
+    audio_fallback_to_video: bool = False
     utterances: tuple[Utterance, ...]
     splits: tuple[tuple[str, str], ...]  # (utterance id, split)
 
@@ -69,10 +72,13 @@ def _cut_and_stage(job: RecordingJob, staging: Path, options: ConvertOptions) ->
     work.mkdir(parents=True)
     root = Path(job.root)
     requests = [CutRequest(u.id, u.start, u.end, u.video_region, u.audio_channel) for u in job.utterances]
-    cuts, problems = cut_recording(root / job.video, root / job.audio, requests, work,
+    audio_path, audio_rel = root / job.audio, job.audio
+    if job.audio_fallback_to_video and not audio_path.is_file():
+        audio_path, audio_rel = None, job.video  # None: cut_recording takes the video's own audio track
+    cuts, problems = cut_recording(root / job.video, audio_path, requests, work,
                                    frame_interval_ms=options.frame_interval_ms, max_height=options.max_height,
-                                   rel_video=job.video, rel_audio=job.audio)
-    by_id = {u.id: u for u in job.utterances}
+                                   rel_video=job.video, rel_audio=audio_rel)
+    by_id = {u.id: replace(u, sources=dict(u.sources, audio=audio_rel)) for u in job.utterances}
     splits = dict(job.splits)
     samples = []
     for cut in sorted(cuts, key=lambda c: c.key):
