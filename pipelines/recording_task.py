@@ -30,11 +30,11 @@ class RecordingJob:
     root: str  # corpus root, absolute
     video: str  # relative to root
     audio: str  # relative to root
+    utterances: tuple[Utterance, ...]
+    splits: tuple[tuple[str, str], ...]  # (utterance id, split)
     # MOSEI: where the 16 kHz WAV is missing, take the video's own audio track (recorded as such
     # in the sample's sources). IEMOCAP: a missing dialog WAV is an error (its channels matter).
     audio_fallback_to_video: bool = False
-    utterances: tuple[Utterance, ...]
-    splits: tuple[tuple[str, str], ...]  # (utterance id, split)
 
 
 @dataclass
