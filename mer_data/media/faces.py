@@ -13,8 +13,11 @@ import numpy as np
 DETECTOR_NAME = "opencv-haar-frontalface-default"
 
 # Faces smaller than this fraction of the image height are ignored: in a speaker's view the face
-# is large, and tiny hits are texture false positives.
-MIN_FACE_FRACTION = 0.15
+# is large (IEMOCAP: ~30% of the half frame), and tiny hits are texture false positives. The bound
+# also sets the cost: 0.2 instead of 0.15 skips the smallest, most numerous scales (~1.5x faster).
+MIN_FACE_FRACTION = 0.2
+# Detection runs on a copy at most this many pixels high: Haar cost grows with area.
+DETECTION_HEIGHT = 200
 
 
 @lru_cache(maxsize=1)
@@ -29,11 +32,10 @@ def _cascade() -> "cv2.CascadeClassifier":
 def detect_face(image: np.ndarray) -> list[int] | None:
     """The largest face in `image` (BGR or gray, uint8) as [x, y, w, h] in its pixels, or None.
 
-    Detection runs on a copy at most 240 pixels high (Haar cost grows with area; faces in a
-    speaker's view are large), and the box is scaled back.
+    Detection runs on a copy at most DETECTION_HEIGHT pixels high, and the box is scaled back.
     """
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    scale = min(1.0, 240.0 / gray.shape[0])
+    scale = min(1.0, DETECTION_HEIGHT / gray.shape[0])
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
     small = cv2.equalizeHist(small)
     min_side = max(20, int(MIN_FACE_FRACTION * small.shape[0]))
