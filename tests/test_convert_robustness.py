@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_convert_iemocap import SIX, chosen_truth, read_errors, read_samples, sha256_of_outputs
+from tests.test_convert_iemocap import chosen_truth, read_errors, read_samples, sha256_of_outputs
 
 MER = [sys.executable, "-m", "mer_data.cli"]
 

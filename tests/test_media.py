@@ -351,7 +351,9 @@ def test_a_failing_encoder_costs_only_its_own_utterance(sources, tmp_path, monke
 
     def broken_for_left(plan, fps):
         command = real_command(plan, fps)
-        return [*command[:-1], "-crf", "not-a-number", command[-1]] if plan.key == LEFT.key else command
+        if plan.key == LEFT.key:
+            command[command.index("-crf") + 1] = "not-a-number"
+        return command
 
     monkeypatch.setattr(video_module, "_encoder_command", broken_for_left)
     results, problems = cut_recording(sources["video"], sources["audio"], [RIGHT, LEFT], tmp_path)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from .probe import MediaError, MediaNotFoundError, ffmpeg_path_arg, last_meaningful_line, probe_media
+from .commands import audio_to_wav_command
+from .probe import MediaError, MediaNotFoundError, last_meaningful_line, probe_media
 
 SAMPLE_RATE = 16000
 
@@ -104,11 +105,7 @@ def _convert_to_16k(path: Path, out_path: Path) -> Path:
     facts = probe_media(path)
     if facts["audio"] is None:
         raise MediaError("no audio stream in the file")
-    command = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", ffmpeg_path_arg(path),
-        "-map", "0:a:0", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-f", "wav", "-y", ffmpeg_path_arg(out_path),
-    ]
-    done = subprocess.run(command, capture_output=True, check=False)
+    done = subprocess.run(audio_to_wav_command(path, out_path, SAMPLE_RATE), capture_output=True, check=False)
     if done.returncode != 0:
         why = last_meaningful_line(done.stderr.decode("utf-8", "replace")) or f"ffmpeg exit status {done.returncode}"
         raise MediaError(f"cannot decode the audio: {why}")

@@ -28,8 +28,9 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+from .commands import decoder_command, encoder_command
 from .faces import DETECTOR_NAME, detect_face
-from .probe import MediaError, ffmpeg_path_arg, last_meaningful_line, probe_media
+from .probe import MediaError, last_meaningful_line, probe_media
 
 REGIONS = ("left", "right", "full")
 GOP_SECONDS = 2
@@ -336,12 +337,7 @@ class _Decoder:
         self.frame = _YuvFrame(source.width, source.height)
         self._view = memoryview(self.frame.buffer)
         self._log_path = log_path
-        rate = f"{source.fps.numerator}/{source.fps.denominator}"
-        command = [
-            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", ffmpeg_path_arg(source.path),
-            # -vsync (not -fps_mode) so that ffmpeg 4.x works too.
-            "-map", "0:v:0", "-vsync", "cfr", "-r", rate, "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1",
-        ]
+        command = decoder_command(source.path, source.fps)
         # stderr goes to a file: a pipe nobody drains could fill and stall the decoder.
         with open(log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -431,19 +427,8 @@ class _ClipEncoder:
 
 def _encoder_command(plan: ClipPlan, fps: Fraction) -> list[str]:
     g = plan.geometry
-    rate = f"{fps.numerator}/{fps.denominator}"
-    scale = ["-vf", f"scale={g.out_width}:{g.out_height}:flags=area"] if g.scaled else []
-    return [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{g.width}x{g.height}", "-framerate", rate, "-i", "pipe:0",
-        *scale,
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
-        # One thread and bitexact flags: the same input gives the same bytes on every run and machine.
-        "-threads", "1", "-g", str(max(1, round(GOP_SECONDS * fps))),
-        "-vsync", "passthrough",  # exactly the frames given, never duplicated or dropped
-        "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-        "-y", ffmpeg_path_arg(plan.out_path),
-    ]
+    scale_to = (g.out_width, g.out_height) if g.scaled else None
+    return encoder_command(plan.out_path, g.width, g.height, fps, max(1, round(GOP_SECONDS * fps)), scale_to)
 
 
 def _enlarge_pipe(pipe: IO[bytes], size: int) -> None:
