@@ -14,6 +14,7 @@ import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import mer_data
@@ -142,21 +143,11 @@ def _run_media(jobs: list[RecordingJob], staging: Path, options: ConvertOptions,
                scheduler: str | None, progress: bool) -> list[RecordingOutcome]:
     if not jobs:
         return []
-    task = _RecordingTask(str(staging), options)
+    task = partial(run_recording, staging=str(staging), options=options)
     with dask_client(workers, scheduler) as client:
         results = map_tasks(client, task, jobs, names=[job.recording for job in jobs], progress=progress)
     return [failed_outcome(r.item, f"task failed on the cluster: {r.reason}") if isinstance(r, TaskFailure) else r
             for r in results]
-
-
-class _RecordingTask:
-    """A picklable callable: run_recording with the staging folder and options bound."""
-
-    def __init__(self, staging: str, options: ConvertOptions):
-        self.staging, self.options = staging, options
-
-    def __call__(self, job: RecordingJob) -> RecordingOutcome:
-        return run_recording(job, self.staging, self.options)
 
 
 def _pack(plan: ConversionPlan, outcomes: list[RecordingOutcome], out: Path, options: ConvertOptions) -> ConversionReport:
