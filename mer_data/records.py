@@ -105,3 +105,19 @@ class StagedSample:
     recording: str
     members: dict[str, Path]
     index_row: dict[str, Any]
+
+
+@dataclass
+class CorpusReading:
+    """What a corpus reader found: the same shape for every corpus (one recipe per corpus).
+
+    `recordings` are the corpus's source recordings (IEMOCAP dialogs, MOSEI videos); `root` is the
+    directory that every relative path in the utterances starts from.
+    """
+
+    utterances: list[Utterance]
+    problems: list[Problem]
+    recordings: list[Any]
+    stats: dict[str, Any]
+    root: Path | None = None
+

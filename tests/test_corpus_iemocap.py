@@ -294,8 +294,8 @@ def test_find_iemocap_root_explains_a_wrong_directory(tmp_path):
 def test_read_iemocap_dialogs_sorted_and_hidden_files_skipped(release):
     reading = read_iemocap(release.parent)
     assert reading.root == release
-    assert [d.name for d in reading.dialogs] == ["Ses01F_impro01", "Ses01F_script01_1b", "Ses02M_impro05a"]
-    dialog = reading.dialogs[2]
+    assert [d.name for d in reading.recordings] == ["Ses01F_impro01", "Ses01F_script01_1b", "Ses02M_impro05a"]
+    dialog = reading.recordings[2]
     assert (dialog.session, dialog.video, dialog.audio, dialog.transcript, dialog.labels) == (
         2,
         "Session2/dialog/avi/DivX/Ses02M_impro05a.avi",

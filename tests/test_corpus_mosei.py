@@ -291,7 +291,7 @@ def test_utterance_fields_follow_the_mosei_conventions(release):
     }
     assert first.notes == ("negative start time in the transcript clamped to 0",)
     assert [u.notes for u in reading.utterances[1:]] == [(), (), ()]
-    assert [v.name for v in reading.videos] == ["-vid1", "__vid3", "_vid2", "quiet", "v.4"]
+    assert [v.name for v in reading.recordings] == ["-vid1", "__vid3", "_vid2", "quiet", "v.4"]
 
 
 def test_labels_validate_against_the_sample_schema(release):

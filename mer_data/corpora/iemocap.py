@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mer_data.records import Problem, Utterance
+from mer_data.records import CorpusReading, Problem, Utterance
 
 CORPUS = "iemocap"
 RELEASE_DIR_NAME = "IEMOCAP_full_release"
@@ -103,17 +103,6 @@ class IemocapDialog:
     audio: str
     transcript: str
     labels: str
-
-
-@dataclass
-class CorpusReading:
-    """Everything the reader found: utterances to convert, problems to log, counts to report."""
-
-    utterances: list[Utterance]
-    problems: list[Problem]
-    dialogs: list[IemocapDialog]
-    stats: dict[str, Any]
-    root: Path | None = None  # the release directory that the relative paths start from
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Sequence
 
-from mer_data.records import Problem, Utterance
+from mer_data.records import CorpusReading, Problem, Utterance
 
 CORPUS = "mosei"
 RAW_DIR_NAME = "Raw"
@@ -133,17 +133,6 @@ class LabelledSegment:
     emotions: dict[str, float]
     labels_file: str
     labels_line: int | None
-
-
-@dataclass
-class CorpusReading:
-    """Everything the reader found: utterances to convert, problems to log, counts to report."""
-
-    utterances: list[Utterance]
-    problems: list[Problem]
-    videos: list[MoseiVideo]
-    stats: dict[str, Any]
-    root: Path | None = None  # the Raw directory that the relative paths start from
 
 
 # --------------------------------------------------------------------------------------------
