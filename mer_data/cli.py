@@ -253,7 +253,8 @@ def demo(out, workers, seed):
     raw = synth_iemocap(out / "raw", seed=seed, progress=True)
     click.echo(f"[1/2] synthetic IEMOCAP release: {raw}")
     options = ConvertOptions(corpus="iemocap", split="session:5")
-    report = _run(plan_iemocap(raw, options), out / "shards", options, workers, None, True, False)
+    report = _run(plan_iemocap(raw, options), out / "shards", options, workers, scheduler=None, overwrite=True,
+                  quiet=False)
     click.echo(f"[2/2] shards: {report.out}  (index: index.parquet, card: dataset.json)")
 
 
