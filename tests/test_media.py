@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from mer_data.media import MediaError, MediaNotFoundError, cut_recording, probe_media
+from mer_data.media import graph as graph_module
 from mer_data.media import video as video_module
 from mer_data.media.faces import DETECTOR_NAME
 from mer_data.media.video import clip_geometry, face_sample_frames, frame_range
@@ -347,17 +348,67 @@ def test_an_utterance_ending_one_sample_and_one_frame_past_the_end_is_clamped(so
 
 
 def test_a_failing_encoder_costs_only_its_own_utterance(sources, tmp_path, monkeypatch):
-    real_command = video_module._encoder_command
+    real_options = graph_module._encoder_options
 
-    def broken_for_left(plan, fps):
-        command = real_command(plan, fps)
-        if plan.key == LEFT.key:
-            command[command.index("-crf") + 1] = "not-a-number"
-        return command
+    def broken_for_left(lane, fps):
+        options = real_options(lane, fps)
+        if any(plan.key == LEFT.key for plan in lane):
+            options["crf"] = "not-a-number"
+        return options
 
-    monkeypatch.setattr(video_module, "_encoder_command", broken_for_left)
+    monkeypatch.setattr(graph_module, "_encoder_options", broken_for_left)
     results, problems = cut_recording(sources["video"], sources["audio"], [RIGHT, LEFT], tmp_path)
     assert [result.key for result in results] == [RIGHT.key]
     assert [problem.utterance for problem in problems] == [LEFT.key]
     assert problems[0].reason.startswith("video encoder failed: ")
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"{RIGHT.key}.flac", f"{RIGHT.key}.mp4"]
+
+
+def test_many_utterances_of_one_side_adjacent_and_overlapping_are_each_frame_accurate(sources, tmp_path):
+    # A and B touch (B starts on the frame after A's last), C overlaps B, D follows later: one
+    # encoder lane cuts A, B and D into separate files, C needs a second lane.
+    requests = [CutRequest("A", 0.5, 1.0, "left", 0), CutRequest("B", 1.0, 1.6, "left", 0),
+                CutRequest("C", 1.2, 2.0, "left", 0), CutRequest("D", 2.5, 3.0, "left", 0),
+                CutRequest("E", 0.7, 1.4, "right", 1)]
+    results, problems = cut_recording(sources["video"], sources["audio"], requests, tmp_path)
+    assert problems == []
+    assert [result.key for result in results] == ["A", "B", "C", "D", "E"]
+    for request, result in zip(requests, results):
+        first, end = frame_range(request.start, request.end, FPS)
+        frames = decode(result.mp4)
+        assert (result.video["first_frame"], result.video["frames"], len(frames)) == (first, end - first, end - first)
+        assert [frame_counter(frame) for frame in frames] == list(range(first, end))
+        expected = face_sample_frames(end - first, FPS, 500)
+        assert [entry["frame"] for entry in result.faces["frames"]] == list(expected)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        f"{request.key}.{ext}" for request in requests for ext in ("flac", "mp4"))
+
+
+def test_lanes_hold_non_overlapping_utterances_of_one_region():
+    source = video_module.VideoSource(Path("x.avi"), WIDTH, HEIGHT, FPS, FRAMES)
+
+    def plan(key, start, end, region):
+        return video_module.plan_clip(key, start, end, region, source, Path(f"{key}.mp4"), max_height=None,
+                                      interval_ms=500)
+
+    plans = [plan("b", 1.0, 1.6, "left"), plan("a", 0.5, 1.0, "left"), plan("c", 1.2, 2.0, "left"),
+             plan("r", 1.2, 2.0, "right"), plan("d", 2.5, 3.0, "left")]
+    lanes = graph_module.assign_lanes(plans)
+    assert [[p.key for p in lane] for lane in lanes] == [["a", "b", "d"], ["c"], ["r"]]
+
+
+def test_truncation_inside_a_lane_keeps_the_clips_before_the_cut(sources, tmp_path):
+    data = sources["video"].read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: int(len(data) * 0.6)])  # keeps roughly the first 100 frames
+    # Same side, no overlap: one encoder lane whose stream is cut off in its second clip.
+    early, late = CutRequest("early", 0.5, 2.0, "left", 0), CutRequest("late", 2.5, 5.0, "left", 0)
+    out_dir = tmp_path / "out"
+    results, problems = cut_recording(truncated, sources["audio"], [early, late], out_dir)
+    assert [result.key for result in results] == ["early"]
+    frames = decode(results[0].mp4)
+    first, end = frame_range(early.start, early.end, FPS)
+    assert [frame_counter(frame) for frame in frames] == list(range(first, end))
+    assert [problem.utterance for problem in problems] == ["late"]
+    assert problems[0].reason.startswith("video ends at ") and "before the utterance end 5.000 s" in problems[0].reason
+    assert sorted(path.name for path in out_dir.iterdir()) == ["early.flac", "early.mp4"]

@@ -1,0 +1,314 @@
+"""All clips of one recording from ONE ffmpeg process: decode once, encode per lane, sample faces.
+
+The process decodes the source once and splits it into:
+  * one libx264 output per "lane": a lane is a set of non-overlapping utterances of the same crop.
+    Its chain crops (and scales), selects exactly the utterances' source frames, renumbers them
+    as a constant-rate stream, and forces a keyframe at each utterance's first frame; the segment
+    muxer cuts the stream there, so each utterance becomes its own MP4. Overlapping utterances
+    (speakers talking over each other, MOSEI segments) go to different lanes.
+  * one raw yuv420p output on stdout holding only the frames the face detector needs, read here
+    in order (it is the only pipe, so reading it continuously is all it takes not to stall).
+
+Starting one encoder per utterance and pushing raw frames through pipes cost more than the
+encoding itself; this way there are only a few encoders per recording, whatever its length.
+
+When the process fails (an encoder cannot start, say), each lane is cut again in a process of its
+own, so that a failure costs only the utterances of the failing lane.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+import numpy as np
+
+from .commands import GLOBAL_ARGS, rate_arg
+from .probe import ffmpeg_path_arg, last_meaningful_line
+from .video import (GOP_SECONDS, ClipCut, ClipPlan, VideoSource, ended_early, face_facts_of, FaceDetector,
+                    read_tail, video_facts)
+
+# MP4 boxes that contain the sample table of the (only) video track.
+_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+
+@dataclass
+class _Run:
+    """What one ffmpeg run produced: per lane its segment files in order, the face detections by
+    key, its exit status and the last line of its log."""
+
+    segments: list[list[Path]]
+    faces: dict[str, list[tuple[int, "Future[list[int] | None]"]]] = field(default_factory=dict)
+    status: int = 0
+    why: str = ""
+    last_face_frame: int = -1  # source index of the last face frame read, -1 if none
+
+
+def assign_lanes(plans: list[ClipPlan]) -> list[list[ClipPlan]]:
+    """Group plans into lanes: same geometry, no two overlapping, each lane in frame order.
+    Greedy by start frame: a plan joins the first lane of its geometry that has ended by then."""
+    lanes: list[list[ClipPlan]] = []
+    for plan in sorted(plans, key=lambda p: (p.first_frame, p.end_frame, p.key)):
+        lane = next((lane for lane in lanes
+                     if lane[-1].geometry == plan.geometry and lane[-1].end_frame <= plan.first_frame), None)
+        if lane is None:
+            lanes.append([plan])
+        else:
+            lane.append(plan)
+    return lanes
+
+
+def cut_clips_in_graph(source: VideoSource, plans: list[ClipPlan],
+                       workdir: Path) -> tuple[dict[str, ClipCut], dict[str, str]]:
+    """cut_clips (see video.py) with one ffmpeg process per recording."""
+    lanes = assign_lanes(plans)
+    done: dict[str, ClipCut] = {}
+    failed: dict[str, str] = {}
+    run = _run_graph(source, lanes, workdir, "all")
+    if run.status != 0 and len(lanes) > 1:
+        _remove_segments(run)
+        # Which lane broke the run is unknown: cut each on its own, so it costs only its own clips.
+        for index, lane in enumerate(lanes):
+            lane_run = _run_graph(source, [lane], workdir, f"lane{index}")
+            _settle(source, [lane], lane_run, done, failed)
+    else:
+        _settle(source, lanes, run, done, failed)
+    for plan in plans:
+        if plan.key in failed:
+            plan.out_path.unlink(missing_ok=True)
+    return done, failed
+
+
+def _settle(source: VideoSource, lanes: list[list[ClipPlan]], run: _Run,
+            done: dict[str, ClipCut], failed: dict[str, str]) -> None:
+    """Accept the clips whose segment holds exactly their frames and whose face samples were all
+    read (the segment becomes their out_path); the reasons of the others in `failed`."""
+    reached = _frames_reached(lanes, run)
+    for lane, segments in zip(lanes, run.segments):
+        for index, plan in enumerate(lane):
+            faces = run.faces.get(plan.key, [])
+            complete = (index < len(segments) and _mp4_frames(segments[index]) == plan.frames
+                        and len(faces) == len(plan.face_frames))
+            if complete:
+                os.replace(segments[index], plan.out_path)
+                done[plan.key] = ClipCut(video_facts(plan, source.fps), face_facts_of(plan, faces, source.fps))
+            else:
+                failed[plan.key] = _failure(plan, source, reached, run)
+    _remove_segments(run)
+
+
+def _failure(plan: ClipPlan, source: VideoSource, reached: int, run: _Run) -> str:
+    """A failed run that got through no frame at all could not start (an encoder refused its
+    settings, say); otherwise the video ended, or broke, before the clip did."""
+    if run.status != 0 and reached == 0:
+        return f"video encoder failed: {run.why or f'exit status {run.status}'}"
+    return ended_early(plan, source, reached, run.why)
+
+
+def _frames_reached(lanes: list[list[ClipPlan]], run: _Run) -> int:
+    """How many source frames the run got through, as far as its outputs show: the decoder's
+    own count is not reported, and its outputs are what the clips depend on."""
+    reached = run.last_face_frame + 1
+    for lane, segments in zip(lanes, run.segments):
+        if segments and len(segments) <= len(lane):
+            plan = lane[len(segments) - 1]
+            reached = max(reached, plan.first_frame + _mp4_frames(segments[-1]))
+    return reached
+
+
+def _remove_segments(run: _Run) -> None:
+    """Remove what is left of the segments: those of failed clips, or of a failed run."""
+    for segments in run.segments:
+        for segment in segments:
+            segment.unlink(missing_ok=True)
+
+
+# --- running the graph -----------------------------------------------------------------------
+
+def _run_graph(source: VideoSource, lanes: list[list[ClipPlan]], workdir: Path, tag: str) -> _Run:
+    """Run one ffmpeg over `lanes`, detecting faces in its face output as it comes."""
+    out_dir = lanes[0][0].out_path.parent
+    # Segments are written next to their final place, so that taking one is a rename.
+    patterns = [out_dir / f".mer-cut-{os.getpid()}-{tag}-{index}-%05d.mp4" for index in range(len(lanes))]
+    samples = _face_samples(lanes)
+    script = workdir / f"graph-{tag}.txt"
+    command = graph_command(source, lanes, patterns, sorted(samples), script)
+    log_path = workdir / f"graph-{tag}.log"
+    run = _Run(segments=[])
+    detector = FaceDetector()
+    try:
+        # stderr goes to a file: a pipe nobody drains could fill and stall ffmpeg.
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        try:
+            _read_faces(process.stdout, source, sorted(samples), samples, detector, run)
+        finally:
+            process.stdout.close()
+            run.status = process.wait()
+        # Wait for the detections before the facts are read.
+        for faces in run.faces.values():
+            for _, detection in faces:
+                detection.result()
+    finally:
+        detector.close()
+    run.why = last_meaningful_line(read_tail(log_path))
+    run.segments = [_segment_files(pattern, len(lane)) for pattern, lane in zip(patterns, lanes)]
+    return run
+
+
+def _face_samples(lanes: list[list[ClipPlan]]) -> dict[int, list[tuple[ClipPlan, int]]]:
+    """Source frame index -> the (plan, clip frame index) pairs that sample it."""
+    samples: dict[int, list[tuple[ClipPlan, int]]] = defaultdict(list)
+    for lane in lanes:
+        for plan in lane:
+            for index in plan.face_frames:
+                samples[plan.first_frame + index].append((plan, index))
+    return samples
+
+
+def _read_faces(pipe: Any, source: VideoSource, order: list[int], samples: dict[int, list[tuple[ClipPlan, int]]],
+                detector: FaceDetector, run: _Run) -> None:
+    """Read the face frames (yuv420p: the luma plane is the gray image the detector wants) and
+    submit each plan's crop of them. Stops at the end of the stream or at a cut-off frame."""
+    luma_size = source.width * source.height
+    frame_size = luma_size + 2 * ((source.width + 1) // 2) * ((source.height + 1) // 2)
+    for frame_index in order:
+        data = _read_exactly(pipe, frame_size)
+        if data is None:
+            return
+        luma = np.frombuffer(data, np.uint8, luma_size).reshape(source.height, source.width)
+        for plan, clip_index in samples[frame_index]:
+            g = plan.geometry
+            crop = luma[g.y:g.y + g.height, g.x:g.x + g.width]
+            run.faces.setdefault(plan.key, []).append((clip_index, detector.submit(crop, g)))
+        run.last_face_frame = frame_index
+
+
+def _read_exactly(pipe: Any, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = pipe.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def _segment_files(pattern: Path, count: int) -> list[Path]:
+    """The segment files written, in order (the muxer numbers them from 0 without gaps)."""
+    files = []
+    # One more than planned is looked for too, only so that it is cleaned up should it exist.
+    for index in range(count + 1):
+        path = Path(str(pattern) % index)
+        if not path.exists():
+            break
+        files.append(path)
+    return files
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: list[Path], face_frames: list[int],
+                  script: Path) -> list[str]:
+    """The ffmpeg command, built with ffmpeg-python. The filter graph goes to `script`
+    (-filter_complex_script): with thousands of selected frames it outgrows the 128 KiB limit
+    of one command-line argument."""
+    # One decoding thread: parallelism comes from the workers, one recording each. The fps filter
+    # makes the frames constant-rate from time 0, as -vsync cfr -r did for the raw-frame decoder,
+    # so that frame n of the graph is at n/fps.
+    decoded = ffmpeg.input(ffmpeg_path_arg(source.path), threads=1)["v:0"]
+    decoded = decoded.filter("fps", fps=rate_arg(source.fps), start_time=0)
+    branches = decoded.split()
+    outputs = [_lane_output(branches[index], lane, pattern, source.fps)
+               for index, (lane, pattern) in enumerate(zip(lanes, patterns))]
+    faces = branches[len(lanes)].filter("select", _member_expr([(n, n) for n in face_frames]))
+    outputs.append(faces.output("pipe:1", format="rawvideo", pix_fmt="yuv420p", vsync="passthrough"))
+    command = ffmpeg.merge_outputs(*outputs).global_args(*GLOBAL_ARGS).overwrite_output().compile()
+    at = command.index("-filter_complex")
+    script.write_text(command[at + 1])
+    return command[:at] + ["-filter_complex_script", str(script)] + command[at + 2:]
+
+
+def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction) -> Any:
+    """crop -> scale -> the lane's frames renumbered 0, 1, ... -> libx264 -> one MP4 per plan."""
+    g = lane[0].geometry
+    stream = stream.crop(g.x, g.y, g.width, g.height)
+    if g.scaled:
+        stream = stream.filter("scale", g.out_width, g.out_height, flags="area")
+    stream = stream.filter("select", _member_expr([(plan.first_frame, plan.end_frame - 1) for plan in lane]))
+    stream = stream.filter("setpts", "N/(FRAME_RATE*TB)")
+    starts = _output_starts(lane)
+    segment_options: dict[str, Any] = {}
+    if len(starts) > 1:
+        segment_options["segment_frames"] = ",".join(str(start) for start in starts[1:])
+    return stream.output(ffmpeg_path_arg(pattern), **_encoder_options(lane, fps), format="segment",
+                         reset_timestamps=1, segment_format="mp4",
+                         segment_format_options="movflags=+faststart", **segment_options)
+
+
+def _encoder_options(lane: list[ClipPlan], fps: Fraction) -> dict[str, Any]:
+    """libx264 veryfast crf 23 on one thread with bitexact flags (the same bytes on every run and
+    machine), plus a keyframe where each clip starts: the segment muxer can only cut there."""
+    keyframes = _member_expr([(start, start) for start in _output_starts(lane)])
+    return {"vcodec": "libx264", "preset": "veryfast", "crf": 23, "pix_fmt": "yuv420p", "threads": 1,
+            "g": max(1, round(GOP_SECONDS * fps)), "vsync": "passthrough", "map_metadata": -1,
+            "fflags": "+bitexact", "flags:v": "+bitexact", "force_key_frames": f"expr:{keyframes}"}
+
+
+def _output_starts(lane: list[ClipPlan]) -> list[int]:
+    """The output frame index at which each plan of the lane starts."""
+    starts, total = [], 0
+    for plan in lane:
+        starts.append(total)
+        total += plan.frames
+    return starts
+
+
+def _member_expr(ranges: list[tuple[int, int]]) -> str:
+    """An ffmpeg expression true when n lies in one of the sorted, disjoint [first, last] ranges.
+
+    A binary search tree of if()s (ffmpeg evaluates only the branch taken): evaluated on every
+    frame, a flat sum of thousands of terms would cost more than the decoding."""
+    if len(ranges) == 1:
+        first, last = ranges[0]
+        return f"eq(n,{first})" if first == last else f"between(n,{first},{last})"
+    middle = len(ranges) // 2
+    return (f"if(lt(n,{ranges[middle][0]}),{_member_expr(ranges[:middle])},"
+            f"{_member_expr(ranges[middle:])})")
+
+
+# --- checking a clip -------------------------------------------------------------------------
+
+def _mp4_frames(path: Path) -> int:
+    """The number of video samples of an MP4 written by ffmpeg (one track, moov first thanks to
+    faststart): the sample count of its stsz box, read without starting a process. -1 when the
+    file holds no such box (cut off)."""
+    with open(path, "rb") as mp4:
+        return _find_sample_count(mp4, os.fstat(mp4.fileno()).st_size)
+
+
+def _find_sample_count(mp4: Any, end: int) -> int:
+    while mp4.tell() + 8 <= end:
+        start = mp4.tell()
+        size, kind = struct.unpack(">I4s", mp4.read(8))
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", mp4.read(8))[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return -1
+        if kind == b"stsz":
+            _, _, count = struct.unpack(">III", mp4.read(12))
+            return count
+        if kind in _CONTAINER_BOXES:
+            return _find_sample_count(mp4, start + size)
+        mp4.seek(start + size)
+    return -1
