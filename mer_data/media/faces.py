@@ -17,7 +17,7 @@ DETECTOR_NAME = "opencv-haar-frontalface-default"
 # also sets the cost: 0.2 instead of 0.15 skips the smallest, most numerous scales (~1.5x faster).
 MIN_FACE_FRACTION = 0.2
 # Detection runs on a copy at most this many pixels high: Haar cost grows with area.
-DETECTION_HEIGHT = 200
+DETECTION_HEIGHT = 160
 
 
 @lru_cache(maxsize=1)
