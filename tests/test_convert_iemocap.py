@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from mer_data.corpora.iemocap import SIX_CLASSES
 from mer_data.synth.faces import SIDE_BACKGROUND
 from tests.conftest import convert
 
-SIX = ("ang", "exc", "fru", "hap", "neu", "sad")
+SIX = SIX_CLASSES
 
 
 def read_samples(out: Path) -> dict[str, dict]:

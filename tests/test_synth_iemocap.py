@@ -15,7 +15,8 @@ import soundfile as sf
 
 from mer_data.media.faces import detect_face
 from mer_data.synth import faces
-from mer_data.synth.emotions import OTHER_CODES, SIX_CLASSES, draw_style
+from mer_data.corpora.iemocap import SIX_CLASSES
+from mer_data.synth.emotions import OTHER_CODES, draw_style
 from mer_data.synth.iemocap import (
     FULL_TIMING,
     RELEASE_DIR,

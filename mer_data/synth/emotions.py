@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIX_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
 OTHER_CODES = ("xxx", "oth", "sur", "fea", "dis")
 
 

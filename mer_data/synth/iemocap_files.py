@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mer_data.synth.emotions import PROFILES, SIX_CLASSES
+from mer_data.corpora.iemocap import SIX_CLASSES
+from mer_data.synth.emotions import PROFILES
 from mer_data.synth.script import DialogScript, Turn
 
 LABELS_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
