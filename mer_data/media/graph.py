@@ -6,7 +6,7 @@ The process decodes the source once and splits it into:
     as a constant-rate stream, and forces a keyframe at each utterance's first frame; the segment
     muxer cuts the stream there, so each utterance becomes its own MP4. Overlapping utterances
     (speakers talking over each other, MOSEI segments) go to different lanes.
-  * one raw yuv420p output on stdout holding only the frames the face detector needs, read here
+  * one raw gray (luma) output on stdout holding only the frames the face detector needs, read here
     in order (it is the only pipe, so reading it continuously is all it takes not to stall).
 
 Starting one encoder per utterance and pushing raw frames through pipes cost more than the
@@ -175,12 +175,11 @@ def _face_samples(lanes: list[list[ClipPlan]]) -> dict[int, list[tuple[ClipPlan,
 
 def _read_faces(pipe: Any, source: VideoSource, order: list[int], samples: dict[int, list[tuple[ClipPlan, int]]],
                 detector: FaceDetector, run: _Run) -> None:
-    """Read the face frames (yuv420p: the luma plane is the gray image the detector wants) and
-    submit each plan's crop of them. Stops at the end of the stream or at a cut-off frame."""
+    """Read the face frames (the luma plane of each) and submit each plan's crop of them. Stops at
+    the end of the stream or at a cut-off frame."""
     luma_size = source.width * source.height
-    frame_size = luma_size + 2 * ((source.width + 1) // 2) * ((source.height + 1) // 2)
     for frame_index in order:
-        data = _read_exactly(pipe, frame_size)
+        data = _read_exactly(pipe, luma_size)
         if data is None:
             return
         luma = np.frombuffer(data, np.uint8, luma_size).reshape(source.height, source.width)
@@ -229,7 +228,11 @@ def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: li
     outputs = [_lane_output(branches[index], lane, pattern, source.fps)
                for index, (lane, pattern) in enumerate(zip(lanes, patterns))]
     faces = branches[len(lanes)].filter("select", _member_expr([(n, n) for n in face_frames]))
-    outputs.append(faces.output("pipe:1", format="rawvideo", pix_fmt="yuv420p", vsync="passthrough"))
+    # Only the luma plane, exactly as decoded (extractplanes copies it; a gray conversion would
+    # rescale its range): it is the gray image the detector wants, and chroma would only be
+    # piped to be thrown away.
+    faces = faces.filter("format", "yuv420p").filter("extractplanes", "y")
+    outputs.append(faces.output("pipe:1", format="rawvideo", pix_fmt="gray", vsync="passthrough"))
     command = ffmpeg.merge_outputs(*outputs).global_args(*GLOBAL_ARGS).overwrite_output().compile()
     at = command.index("-filter_complex")
     script.write_text(command[at + 1])

@@ -84,10 +84,6 @@ class ClipGeometry:
     def scaled(self) -> bool:
         return (self.out_width, self.out_height) != (self.width, self.height)
 
-    @property
-    def frame_bytes(self) -> int:
-        return self.width * self.height * 3 // 2
-
 
 @dataclass(frozen=True)
 class ClipPlan:
