@@ -1,0 +1,230 @@
+"""Markdown, JSON and terminal renderings of an evaluation (the dict of `model.metrics.evaluate_scores`).
+
+Every table's header names its metric and how its threshold was chosen, values are percent with one
+decimal like the paper's tables, and the paper's row for the same model sits under ours where the
+paper has that figure. The dict may carry a "run" entry (model, modalities, top_p, epoch, split,
+path) added by the caller; the model named there picks the paper row.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.metrics import IEMOCAP, MOSEI
+
+METRICS_JSON = "metrics.json"
+METRICS_MARKDOWN = "metrics.md"
+
+HEADERS = {
+    "acc": "Acc (plain binary accuracy, threshold tuned on valid F1)",
+    "wacc": "WAcc = (TP·N/P + TN)/(2N) (weighted accuracy, threshold tuned on valid F1)",
+    "f1": "F1 (positive class, threshold tuned on valid F1)",
+    "auc": "AUC (ROC area of the scores, threshold-free)",
+}
+# ASCII only: terminals without UTF-8 print these.
+TERMINAL_LABELS = {"acc": "Acc (plain binary)", "wacc": "WAcc (TP*N/P+TN)/2N", "f1": "F1", "auc": "AUC (ROC)"}
+MULTICLASS_LABELS = {"acc_6way": "6-way Acc (argmax accuracy)", "uar_6way": "6-way UAR (mean per-class recall)"}
+CORPUS_TITLES = {IEMOCAP: "IEMOCAP", MOSEI: "CMU-MOSEI"}
+PAPER_CITATION = 'Dai, Cahyawijaya, Liu, Fung, "Multimodal End-to-End Sparse Model for Emotion Recognition", NAACL 2021'
+MISSING = "–"
+UNDEFINED = "n/a"
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One model's published figures: metric -> label (or "mean") -> percent."""
+
+    model: str
+    values: dict[str, dict[str, float]]
+
+
+def _paper_row(model: str, accuracy_metric: str, labels: tuple[str, ...], table_cells: str) -> PaperRow:
+    """A row as printed in the paper: "acc/f1" cells per label in the paper's column order, then the mean."""
+    pairs = [tuple(float(v) for v in cell.split("/")) for cell in table_cells.split()]
+    if len(pairs) != len(labels) + 1:
+        raise ValueError(f"paper row {model}: {len(pairs)} cells for {len(labels)} labels and the mean")
+    keys = (*labels, "mean")
+    return PaperRow(model, {accuracy_metric: {k: p[0] for k, p in zip(keys, pairs)},
+                            "f1": {k: p[1] for k, p in zip(keys, pairs)}})
+
+
+# Dai et al., NAACL 2021 (PAPER_CITATION), the authors' result tables as published, in percent.
+# IEMOCAP: per-emotion plain binary accuracy / F1 with validation-tuned thresholds (random split,
+# dai2021); CMU-MOSEI: per-emotion weighted accuracy / F1. The papers' column orders are kept here;
+# the rows are matched to our label names, whatever their order.
+_PAPER_IEMOCAP_LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
+_PAPER_MOSEI_LABELS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
+PAPER_RESULTS: dict[str, dict[str, PaperRow]] = {
+    IEMOCAP: {
+        "fe2e": _paper_row("FE2E", "acc", _PAPER_IEMOCAP_LABELS,
+                           "88.7/63.9 89.1/61.9 71.2/57.8 90.0/44.8 79.1/58.4 89.1/65.7 84.5/58.8"),
+        "mesm": _paper_row("MESM (p=0.7)", "acc", _PAPER_IEMOCAP_LABELS,
+                           "88.2/62.8 88.3/61.2 74.9/58.4 89.5/47.3 77.0/52.0 88.6/62.2 84.4/57.4"),
+    },
+    MOSEI: {
+        "fe2e": _paper_row("FE2E", "wacc", _PAPER_MOSEI_LABELS,
+                           "67.0/49.6 77.7/57.1 63.8/26.8 65.4/72.6 65.2/49.0 66.7/29.1 67.6/47.4"),
+        "mesm": _paper_row("MESM (p=0.5)", "wacc", _PAPER_MOSEI_LABELS,
+                           "66.8/49.3 75.6/56.4 65.8/28.9 64.1/72.3 63.0/46.6 65.7/27.2 66.8/46.8"),
+    },
+}
+
+
+def paper_row(metrics: dict[str, Any]) -> PaperRow | None:
+    """The paper's row for the run's model on the run's corpus, or None (no model named, or none published)."""
+    model = (metrics.get("run") or {}).get("model")
+    return PAPER_RESULTS.get(metrics["corpus"], {}).get(str(model).lower()) if model else None
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def write_report(metrics: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write `metrics.json` (strict JSON: no NaN) and `metrics.md` into `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / METRICS_JSON, "markdown": out_dir / METRICS_MARKDOWN}
+    paths["json"].write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(metrics), encoding="utf-8")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def render_markdown(metrics: dict[str, Any]) -> str:
+    """The whole report as Markdown: headline tables, secondary tables, thresholds and counts,
+    definitions, notes."""
+    names = metrics["label_names"]
+    reference = paper_row(metrics)
+    lines = [f"# Evaluation: {_title(metrics)}", "", *_markdown_preamble(metrics, reference), ""]
+    for metric in metrics["headline_metrics"]:
+        lines += _markdown_metric_table(metrics, metric, reference, names, secondary=False)
+    for metric in metrics["secondary_metrics"]:
+        if metric in HEADERS:
+            lines += _markdown_metric_table(metrics, metric, reference, names, secondary=True)
+    if "multiclass" in metrics:
+        lines += _markdown_multiclass(metrics)
+    lines += _markdown_counts(metrics)
+    lines += ["## Definitions", "", f"- threshold: {metrics['threshold_rule']}"]
+    lines += [f"- {text}" for text in metrics["definitions"].values()]
+    lines.append("")
+    if metrics["notes"]:
+        lines += ["## Notes", "", *[f"- {note}" for note in metrics["notes"]], ""]
+    return "\n".join(lines)
+
+
+def _title(metrics: dict[str, Any]) -> str:
+    return f"{CORPUS_TITLES.get(metrics['corpus'], metrics['corpus'])}, {metrics['split']} split"
+
+
+def _run_name(metrics: dict[str, Any]) -> str:
+    run = metrics.get("run") or {}
+    if not run.get("model"):
+        return "this run"
+    details = [f"modalities {run['modalities']}"] if run.get("modalities") else []
+    if run.get("top_p") is not None:
+        details.append(f"p={run['top_p']}")
+    return f"this run: {str(run['model']).upper()}" + (f" ({', '.join(details)})" if details else "")
+
+
+def _markdown_preamble(metrics: dict[str, Any], reference: PaperRow | None) -> list[str]:
+    utterances = metrics["utterances"]
+    lines = [f"{utterances[metrics['split']]} {metrics['split']} utterances. Thresholds: per class, tuned to "
+             f"maximise F1 on the {utterances['valid']} valid utterances, then applied unchanged. Values in "
+             f"percent; **mean** = unweighted mean over the classes."]
+    run = metrics.get("run") or {}
+    if run:
+        lines += ["", "Run: " + ", ".join(f"{key} {value}" for key, value in run.items() if value is not None) + "."]
+    if reference:
+        lines += ["", f"Paper rows: {reference.model} as published in {PAPER_CITATION}, on the real corpus with "
+                      f"the authors' split (dai2021): comparable only when this run used the same data and split."]
+    return lines
+
+
+def _markdown_metric_table(metrics: dict[str, Any], metric: str, reference: PaperRow | None, names: list[str],
+                           secondary: bool) -> list[str]:
+    heading = ("Secondary: " if secondary else "") + HEADERS[metric] + ", %"
+    lines = [f"## {heading}", "", "| | " + " | ".join(names) + " | mean |",
+             "|---|" + "---:|" * (len(names) + 1)]
+    lines.append(_markdown_row(_run_name(metrics), _run_cells(metrics, metric)))
+    if reference and metric in reference.values:
+        label = f"paper {reference.model}, Dai et al. 2021"
+        lines.append(_markdown_row(label, _paper_cells(reference, metric, names)))
+    return lines + [""]
+
+
+def _markdown_row(label: str, cells: list[str]) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _markdown_multiclass(metrics: dict[str, Any]) -> list[str]:
+    multiclass = metrics["multiclass"]
+    return ["## Secondary: 6-way classification (argmax over the scores, no thresholds), %", "",
+            "| | " + " | ".join(MULTICLASS_LABELS[k] for k in multiclass) + " |", "|---|" + "---:|" * len(multiclass),
+            _markdown_row(_run_name(metrics), [_percent(v) for v in multiclass.values()]), ""]
+
+
+def _markdown_counts(metrics: dict[str, Any]) -> list[str]:
+    lines = [f"## Thresholds and confusion counts ({metrics['split']} split)", "",
+             "| class | threshold | P | N | TP | FP | TN | FN | precision % | recall % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in metrics["per_class"].items():
+        counts = [str(row[k]) for k in ("positives", "negatives", "tp", "fp", "tn", "fn")]
+        lines.append(_markdown_row(name, [f"{row['threshold']:.4f}", *counts, _percent(row["precision"]),
+                                          _percent(row["recall"])]))
+    return lines + [""]
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal
+
+
+def terminal_table(metrics: dict[str, Any]) -> str:
+    """A compact plain-text table for `mer evaluate`: one line per figure, classes as columns."""
+    names = metrics["label_names"]
+    reference = paper_row(metrics)
+    rows = [(TERMINAL_LABELS[m], _run_cells(metrics, m))
+            for m in (*metrics["headline_metrics"], *metrics["secondary_metrics"]) if m in TERMINAL_LABELS]
+    if reference:
+        rows += [(f"paper {reference.model} {TERMINAL_LABELS[m]}", _paper_cells(reference, m, names))
+                 for m in metrics["headline_metrics"] if m in reference.values]
+    label_width = max(len(label) for label, _ in rows)
+    widths = [max(len(header), *(len(cells[i]) for _, cells in rows)) for i, header in enumerate([*names, "mean"])]
+    lines = [f"{_title(metrics)}: {metrics['utterances'][metrics['split']]} utterances; thresholds tuned per class on "
+             f"valid F1 ({metrics['utterances']['valid']} utterances); values in %",
+             _terminal_line("", [*names, "mean"], label_width, widths)]
+    lines += [_terminal_line(label, cells, label_width, widths) for label, cells in rows]
+    if "multiclass" in metrics:
+        lines.append("; ".join(f"{MULTICLASS_LABELS[k]}: {_percent(v)}" for k, v in metrics["multiclass"].items()))
+    lines += [f"note: {note}" for note in metrics["notes"]]
+    return "\n".join(lines)
+
+
+def _terminal_line(label: str, cells: list[str], label_width: int, widths: list[int]) -> str:
+    return f"{label:<{label_width}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(cells, widths))
+
+
+# --------------------------------------------------------------------------------------------
+# Cells
+
+
+def _run_cells(metrics: dict[str, Any], metric: str) -> list[str]:
+    return [_percent(metrics["per_class"][name][metric]) for name in metrics["label_names"]] + \
+           [_percent(metrics["mean"][metric])]
+
+
+def _paper_cells(reference: PaperRow, metric: str, names: list[str]) -> list[str]:
+    """The paper's figures under our columns; its mean only when our classes are exactly its classes."""
+    published = reference.values[metric]
+    cells = [f"{published[name]:.1f}" if name in published else MISSING for name in names]
+    same_classes = set(names) == set(published) - {"mean"}
+    return cells + [f"{published['mean']:.1f}" if same_classes else MISSING]
+
+
+def _percent(value: float | None) -> str:
+    return UNDEFINED if value is None else f"{100 * value:.1f}"
