@@ -1,0 +1,388 @@
+"""Audit of one shard: the Dask task of a shard-set validation.
+
+    audit = audit_shard(Path("shards/train-000000.tar"), options)
+
+Reads the tar member by member (webdataset's rule: consecutive members with the same key, the
+name up to its first '.', form a sample) and checks:
+- the tar: readable to its end-of-archive marker; members are regular files named `<key>.<ext>`
+  with a valid key; a key does not come back after another key;
+- each sample: exactly the members json, txt, flac, mp4; the json is UTF-8 JSON valid against
+  schemas/sample.schema.json and names the sample's key; the txt is the metadata's text; the
+  flac decodes (soundfile) to 16 kHz mono of the stated samples; the mp4 decodes (ffprobe, every
+  frame) to the stated frames and size; audio, video and annotated interval agree within
+  `sample_duration_tolerance_s`; its split is the shard's; its face-detection rate;
+- A/V sync (when enabled and `mer_data.validation.av_sync` exists): one curve per sample, for
+  the per-recording estimate made once all shards are in (shard_set.py).
+The shard's size and SHA-256 come back too, for the comparison with dataset.json.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+import schemas
+from mer_data.media.audio import SAMPLE_RATE
+from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line
+from mer_data.shards.hashing import sha256_file
+from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.tarwriter import MEMBER_ORDER, key_problem
+from mer_data.validation.findings import Finding, finding
+from mer_data.validation.options import ValidateOptions
+
+AV_SYNC_MODULE = "mer_data.validation.av_sync"
+# A tar ends with two zero blocks (then padding to a whole record).
+_END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+MAX_SCHEMA_ERRORS = 5
+
+
+@dataclass
+class SampleFacts:
+    """What the shard-set checks need of a sample (small: it travels back from the worker).
+
+    Fields read from the metadata are None where the metadata is unusable.
+    """
+
+    key: str
+    shard: str
+    position: int  # 0-based among the shard's samples
+    split: str | None = None
+    recording: str | None = None
+    speaker: str | None = None
+    video_source: str | None = None
+    labels: tuple[str, ...] = ()
+    interval_s: float | None = None
+    audio_s: float | None = None
+    video_s: float | None = None
+    face_rate: float | None = None
+
+
+@dataclass
+class ShardAudit:
+    shard: str
+    bytes: int
+    sha256: str
+    findings: list[Finding] = field(default_factory=list)
+    samples: list[SampleFacts] = field(default_factory=list)  # also those whose members are broken
+    curves: list[Any] = field(default_factory=list)  # av_sync.SyncCurve per usable sample
+    completed: bool = True  # False: the task crashed, nothing is known about the shard
+
+
+@dataclass
+class _Sample:
+    key: str
+    position: int
+    members: dict[str, bytes] = field(default_factory=dict)
+    complete: bool = True  # False: the tar broke inside this sample
+
+
+def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
+    """Every check of one shard that needs no other file; never raises for bad data."""
+    path = Path(path)
+    audit = ShardAudit(path.name, path.stat().st_size, sha256_file(path))
+    name_match = SHARD_NAME.match(path.name)
+    shard_split = name_match["split"] if name_match else None
+    sync = _av_sync_module() if options.av_sync else None
+    with tempfile.TemporaryDirectory(prefix="mer-validate-") as workdir:
+        for sample in _samples(path, audit.findings):
+            facts = SampleFacts(sample.key, path.name, sample.position)
+            audit.samples.append(facts)
+            if not sample.complete:
+                continue
+            meta = _check_sample(sample, facts, path.name, Path(workdir), options, audit.findings)
+            if meta is None:
+                continue
+            if shard_split is not None and meta["split"] != shard_split:
+                audit.findings.append(finding("split-impure-shard", f"a {meta['split']} sample in a {shard_split} shard",
+                                              file=path.name, id=sample.key, split=meta["split"]))
+            if sync is not None and facts.audio_s is not None and facts.video_s is not None:
+                _add_curve(sync, sample, meta, path.name, audit)
+    return audit
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the tar
+
+
+def _samples(path: Path, findings: list[Finding]) -> Iterator[_Sample]:
+    """The shard's samples in order; tar damage becomes findings (and ends the reading)."""
+    shard = path.name
+    seen: set[str] = set()
+    current: _Sample | None = None
+    position = 0
+    for key, ext, data in _members(path, findings):
+        if current is not None and key == current.key:
+            if data is None:
+                current.complete = False
+            else:
+                _add_member(current, ext, data, shard, findings)
+            continue
+        if current is not None:
+            yield current
+        if key in seen:
+            findings.append(finding("duplicate-key", f"the key comes back after other samples in {shard}",
+                                    file=shard, id=key, first=shard))
+        current = _Sample(key, position, complete=data is not None)
+        position += 1
+        seen.add(key)
+        if data is not None:
+            current.members[ext] = data
+    if current is not None:
+        yield current
+
+
+def _add_member(sample: _Sample, ext: str, data: bytes, shard: str, findings: list[Finding]) -> None:
+    if ext in sample.members:
+        findings.append(finding("member-set", f"member .{ext} given twice; the first is checked", file=shard,
+                                id=sample.key, twice=[ext]))
+        return
+    sample.members[ext] = data
+
+
+def _members(path: Path, findings: list[Finding]) -> Iterator[tuple[str, str, bytes | None]]:
+    """(key, extension, bytes) of each well-named regular member; bytes None for the member the
+    archive broke in (the last one yielded)."""
+    shard = path.name
+    try:
+        tar = tarfile.open(path, mode="r:")
+    except (tarfile.TarError, OSError) as error:
+        findings.append(finding("corrupt-tar", f"not a readable tar: {error}", file=shard))
+        return
+    with tar:
+        while True:
+            try:
+                info = tar.next()
+            except (tarfile.TarError, OSError) as error:
+                findings.append(finding("corrupt-tar", f"unreadable after byte {tar.offset}: {error}", file=shard,
+                                        offset=tar.offset))
+                return
+            if info is None:
+                break
+            named = _member_name(info, shard, findings)
+            if named is None:
+                continue
+            key, ext = named
+            try:
+                data = tar.extractfile(info).read()
+            except (tarfile.TarError, OSError) as error:
+                findings.append(finding("corrupt-tar", f"member {info.name} is cut short: {error}", file=shard, id=key,
+                                        member=info.name))
+                yield key, ext, None
+                return
+            yield key, ext, data
+        trailer = _trailer_problem(path, tar.offset)
+        if trailer:
+            findings.append(finding("corrupt-tar", trailer, file=shard, offset=tar.offset))
+
+
+def _member_name(info: tarfile.TarInfo, shard: str, findings: list[Finding]) -> tuple[str, str] | None:
+    """(key, ext) of a member, or None with a finding where it cannot be a sample member."""
+    key, dot, ext = info.name.partition(".")
+    if not info.isreg():
+        reason = "is not a regular file"
+    elif not dot or not ext:
+        reason = "has no extension: a member is named <key>.<ext>"
+    else:
+        reason = key_problem(key)
+    if reason is None:
+        return key, ext
+    findings.append(finding("bad-member-name", f"member {info.name!r} {reason}", file=shard, id=info.name))
+    return None
+
+
+def _trailer_problem(path: Path, offset: int) -> str | None:
+    """Why the bytes after the last member are not a tar's end (two zero blocks, zero padding)."""
+    size = path.stat().st_size
+    if size - offset < _END_OF_ARCHIVE:
+        return f"no end-of-archive marker after the last member (the file ends at byte {size}): truncated"
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            if chunk.strip(b"\0"):
+                return f"unreadable data after byte {offset}: not a tar header (damaged or truncated archive)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# One sample
+
+
+def _check_sample(sample: _Sample, facts: SampleFacts, shard: str, workdir: Path, options: ValidateOptions,
+                  findings: list[Finding]) -> dict | None:
+    """Check the sample's members; fill `facts`; return its metadata where it is valid, else None."""
+    key, members = sample.key, sample.members
+    missing = [ext for ext in MEMBER_ORDER if ext not in members]
+    extra = sorted(set(members) - set(MEMBER_ORDER))
+    if missing or extra:
+        parts = ([f"missing {', '.join('.' + e for e in missing)}"] if missing else []) + \
+                ([f"unexpected {', '.join('.' + e for e in extra)}"] if extra else [])
+        findings.append(finding("member-set", f"members: {'; '.join(parts)}", file=shard, id=key, missing=missing,
+                                extra=extra))
+    meta = _metadata(members.get("json"), key, shard, findings) if "json" in members else None
+    if meta is not None:
+        _fill_from_metadata(facts, meta)
+        if "txt" in members:
+            _check_text(members["txt"], meta, key, shard, findings)
+    if "flac" in members:
+        facts.audio_s = _check_audio(members["flac"], meta, key, shard, findings)
+    if "mp4" in members:
+        facts.video_s = _check_video(members["mp4"], meta, key, shard, workdir, findings)
+    if meta is not None:
+        _check_durations(facts, key, shard, options, findings)
+        if facts.face_rate < options.face_rate_threshold:
+            findings.append(finding("low-face-detection-rate",
+                                    f"a face was found in {facts.face_rate:.0%} of the sampled frames "
+                                    f"(threshold {options.face_rate_threshold:.0%})",
+                                    file=shard, id=key, rate=facts.face_rate))
+    return meta
+
+
+def _metadata(data: bytes, key: str, shard: str, findings: list[Finding]) -> dict | None:
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        findings.append(finding("metadata-invalid", f"the json member is not UTF-8 JSON: {error}", file=shard, id=key))
+        return None
+    problems = schemas.errors("sample", meta)
+    if problems:
+        shown = "; ".join(problems[:MAX_SCHEMA_ERRORS]) + (" ..." if len(problems) > MAX_SCHEMA_ERRORS else "")
+        findings.append(finding("metadata-invalid", f"breaks schemas/sample.schema.json: {shown}", file=shard, id=key,
+                                errors=problems))
+        return None
+    if meta["id"] != key:
+        findings.append(finding("metadata-invalid", f"the metadata names id {meta['id']!r}, not the sample key",
+                                file=shard, id=key, metadata_id=meta["id"]))
+        return None
+    return meta
+
+
+def _fill_from_metadata(facts: SampleFacts, meta: dict) -> None:
+    label = meta["label"]
+    if "category" in label:
+        labels: tuple[str, ...] = (label["category"],)
+    else:  # MOSEI: every emotion present (intensity > 0), as the dataset card counts them
+        labels = tuple(name for name, intensity in sorted(label["emotions"].items()) if intensity > 0)
+    facts.split, facts.recording, facts.speaker = meta["split"], meta["recording"], meta["speaker"]
+    facts.video_source = meta["sources"]["video"]
+    facts.labels = labels
+    facts.interval_s = meta["end"] - meta["start"]
+    facts.face_rate = meta["faces"]["detection_rate"]
+
+
+def _check_text(data: bytes, meta: dict, key: str, shard: str, findings: list[Finding]) -> None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        findings.append(finding("text-mismatch", f"the txt member is not UTF-8: {error}", file=shard, id=key))
+        return
+    if text != meta["text"]:
+        findings.append(finding("text-mismatch", f"the txt member {text[:60]!r} differs from the metadata text "
+                                f"{meta['text'][:60]!r}", file=shard, id=key))
+
+
+def _check_audio(data: bytes, meta: dict | None, key: str, shard: str, findings: list[Finding]) -> float | None:
+    """The decoded duration of the flac member (None: it does not decode)."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except (RuntimeError, TypeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        findings.append(finding("undecodable-audio", f"the flac member does not decode: {error}", file=shard, id=key))
+        return None
+    frames, channels = samples.shape
+    if meta is not None:
+        expected = (SAMPLE_RATE, 1, meta["audio"]["samples"])
+        if (rate, channels, frames) != expected:
+            findings.append(finding(
+                "audio-metadata-mismatch",
+                f"decoded {frames} samples, {channels} channel(s) at {rate} Hz; the metadata says "
+                f"{expected[2]} samples, mono at {SAMPLE_RATE} Hz", file=shard, id=key,
+                decoded={"rate": rate, "channels": channels, "samples": frames}))
+    return frames / rate
+
+
+def _check_video(data: bytes, meta: dict | None, key: str, shard: str, workdir: Path,
+                 findings: list[Finding]) -> float | None:
+    """The decoded duration of the mp4 member (frames / the metadata's fps; None: it does not decode)."""
+    clip = workdir / "clip.mp4"
+    clip.write_bytes(data)
+    decoded = decode_video(clip)
+    if isinstance(decoded, str):
+        findings.append(finding("undecodable-video", f"the mp4 member does not decode: {decoded}", file=shard, id=key))
+        return None
+    if meta is None:
+        return None
+    video = meta["video"]
+    expected = (video["frames"], video["width"], video["height"])
+    if (decoded["frames"], decoded["width"], decoded["height"]) != expected:
+        findings.append(finding(
+            "video-metadata-mismatch",
+            f"decoded {decoded['frames']} frames of {decoded['width']}x{decoded['height']}; the metadata says "
+            f"{expected[0]} frames of {expected[1]}x{expected[2]}", file=shard, id=key, decoded=decoded))
+    return decoded["frames"] / video["fps"]
+
+
+def decode_video(path: Path) -> dict[str, int] | str:
+    """Decode every frame of the first video stream: {"frames", "width", "height"}, or the reason
+    it does not decode (ffprobe's first complaint: a damaged stream decodes partly, with errors)."""
+    command = ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-of", "json",
+               "-show_entries", "stream=nb_read_frames,width,height", ffmpeg_path_arg(path)]
+    done = subprocess.run(command, capture_output=True, check=False)
+    complaint = last_meaningful_line(done.stderr.decode("utf-8", "replace"))
+    if done.returncode != 0 or complaint:
+        return complaint.removeprefix(ffmpeg_path_arg(path) + ": ") or f"ffprobe exit status {done.returncode}"
+    streams = json.loads(done.stdout).get("streams") or []
+    if not streams:
+        return "no video stream"
+    stream = streams[0]
+    try:
+        return {"frames": int(stream["nb_read_frames"]), "width": int(stream["width"]),
+                "height": int(stream["height"])}
+    except (KeyError, TypeError, ValueError):
+        return "ffprobe reports no decodable frames"
+
+
+def _check_durations(facts: SampleFacts, key: str, shard: str, options: ValidateOptions,
+                     findings: list[Finding]) -> None:
+    lengths = {"interval": facts.interval_s, "audio": facts.audio_s, "video": facts.video_s}
+    known = [(name, value) for name, value in lengths.items() if value is not None]
+    tolerance = options.sample_duration_tolerance_s
+    apart = [(a, b, abs(x - y)) for i, (a, x) in enumerate(known) for b, y in known[i + 1:] if abs(x - y) > tolerance]
+    if apart:
+        said = ", ".join(f"{name} {value:.3f} s" for name, value in known)
+        pairs = "; ".join(f"{a} and {b} differ by {gap:.3f} s" for a, b, gap in apart)
+        findings.append(finding("duration-mismatch", f"{said}: {pairs} (tolerance {tolerance} s)", file=shard, id=key,
+                                durations={name: round(value, 6) for name, value in known}))
+
+
+# --------------------------------------------------------------------------------------------
+# A/V sync (VALIDATE-SYNC's estimator)
+
+
+def av_sync_available() -> bool:
+    return importlib.util.find_spec(AV_SYNC_MODULE) is not None
+
+
+def _av_sync_module():
+    """mer_data.validation.av_sync where it exists, else None (the report's av_sync is then null)."""
+    return importlib.import_module(AV_SYNC_MODULE) if av_sync_available() else None
+
+
+def _add_curve(sync, sample: _Sample, meta: dict, shard: str, audit: ShardAudit) -> None:
+    """One sample's sync curve; a failure costs this sample only and is a finding."""
+    try:
+        curve = sync.utterance_sync_curve(sample.members["flac"], sample.members["mp4"], meta)
+    except Exception as error:  # an estimator bug must not stop the integrity audit of the shard
+        audit.findings.append(finding("av-sync-failed", f"A/V sync curve failed: {type(error).__name__}: {error}",
+                                      file=shard, id=sample.key))
+        return
+    if curve is not None:
+        audit.curves.append(curve)
