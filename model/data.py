@@ -1,0 +1,383 @@
+"""Streaming shards into the nets: the `Batch` they consume and the webdataset pipeline that makes it.
+
+    shards --(shard order: seeded shuffle per epoch when training)--> split by node, by worker
+           --> tar members grouped into samples --(sample shuffle buffer, still undecoded bytes)-->
+           decode (FLAC -> log-mel chunks, MP4 -> face crops, txt, json -> targets) -->
+           batches (frames and chunks concatenated with per-sample counts, texts tokenized)
+
+Work is split between nodes and DataLoader workers by shard (webdataset's `split_by_node` and
+`split_by_worker`) when there are at least as many shards as readers (nodes x workers). With fewer
+shards, shard splitting would leave readers idle (one shard, two workers: one does everything), so
+every reader then reads all the node's shards and decodes only every k-th sample (k = readers):
+the tar bytes are read k times, but decoding, the expensive part, is shared, and every sample is
+still decoded exactly once.
+
+Evaluation (shuffle=False) reads the shards in the given order; each worker keeps its samples in
+shard order and the DataLoader takes batches from the workers in turn, so the order is the same on
+every run with the same worker count, and every sample comes exactly once. Training (shuffle=True)
+shuffles the shard order with (seed, epoch), identically on every reader, and the undecoded samples
+with a buffer seeded by (seed, epoch, node, worker): reproducible for a seed and a worker count.
+A training loader that is iterated again starts the next epoch (its workers persist and count).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, fields
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from webdataset.utils import PipelineStage, pytorch_worker_info
+
+from model.audio import mel_chunks
+from model.frames import DEFAULT_CROP_SIZE, face_crops
+from model.labels import targets as label_targets
+
+MEMBERS = ("json", "txt", "flac", "mp4")
+MAX_TEXT_TOKENS = 100
+DEFAULT_SHUFFLE_BUFFER = 256
+SPLITS = ("train", "valid", "test")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, pipe:, s3:, file: ...
+_SHARD_NAME = re.compile(r"^(train|valid|test)-\d+\.tar$")
+
+
+class SampleError(ValueError):
+    """A sample that cannot be decoded; the message names its id and shard."""
+
+
+@dataclass
+class Batch:
+    """What the loader yields and the nets consume (docs: /work/notes/model_contract.md)."""
+
+    ids: list[str]
+    frames: torch.Tensor  # float32 [sum(frame_counts), 3, S, S], normalised RGB face crops
+    frame_counts: torch.Tensor  # int64 [B]
+    mel_chunks: torch.Tensor  # float32 [sum(chunk_counts), 1, 64, 32], normalised log-mel
+    chunk_counts: torch.Tensor  # int64 [B]
+    input_ids: torch.Tensor  # int64 [B, T]
+    attention_mask: torch.Tensor  # int64 [B, T]
+    targets: torch.Tensor  # float32 [B, C]
+    label_names: tuple[str, ...]
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True) for faster host-to-GPU copies."""
+        return self._map_tensors(torch.Tensor.pin_memory)
+
+    def _map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{name: function(v) if isinstance(v, torch.Tensor) else v for name, v in values.items()})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Which shards
+
+
+def resolve_shards(sources: str | Path | Iterable[str | Path], split: str) -> list[str]:
+    """The shard paths/URLs of `split` named by `sources`, in a deterministic order.
+
+    A source is a shard file, a brace pattern (`shards/train-{000000..000003}.tar`) or glob, a
+    directory (its `<split>-*.tar`, sorted), or a URL (`http(s)://`, `pipe:`, ...; braces expanded,
+    otherwise passed through). Files and URLs named like another split's shard (`valid-000000.tar`
+    when `split` is train) are left out, so the same sources serve every split; other names are
+    taken as they are. Missing local files and an empty result are errors.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    shards: list[str] = []
+    for source in map(str, sources):
+        shards.extend(_resolve_one(source, split))
+    shards = [shard for shard in shards if _belongs_to_split(shard, split)]
+    if not shards:
+        raise FileNotFoundError(f"no {split} shards ({split}-*.tar) in {', '.join(map(str, sources))}")
+    return list(dict.fromkeys(shards))  # a shard named twice is read once
+
+
+def _resolve_one(source: str, split: str) -> list[str]:
+    if _URL.match(source) and not source.lower().startswith("file:"):
+        return wds.shardlists.expand_urls(source) if "{" in source else [source]
+    source = re.sub(r"^file://?", "", source, flags=re.IGNORECASE)  # as webdataset opens file: URLs
+    if os.path.isdir(source):  # a folder without this split adds nothing (the caller checks the total)
+        return sorted(glob.glob(os.path.join(glob.escape(source), f"{split}-*.tar")))
+    paths = wds.shardlists.expand_urls(source) if "{" in source else [source]
+    resolved: list[str] = []
+    for path in paths:
+        if glob.has_magic(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise FileNotFoundError(f"{path}: the pattern matches no file")
+            resolved.extend(matches)
+        elif not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such shard file")
+        else:
+            resolved.append(path)
+    return resolved
+
+
+def _belongs_to_split(shard: str, split: str) -> bool:
+    match = _SHARD_NAME.match(shard.rsplit("/", 1)[-1])
+    return match is None or match.group(1) == split
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding and batching
+
+
+@dataclass
+class DecodedSample:
+    id: str
+    frames: torch.Tensor  # [n, 3, S, S]
+    mel_chunks: torch.Tensor  # [m, 1, 64, 32]
+    text: str
+    target: np.ndarray  # [C]
+
+
+def decode_sample(sample: dict[str, Any], *, label_names: Sequence[str], frame_interval_ms: int | None,
+                  crop_size: int) -> DecodedSample:
+    """One raw webdataset sample (member bytes by extension) -> its decoded tensors and target."""
+    key = sample.get("__key__", "<no key>")
+    where = f"{key} (in {sample.get('__url__', '?')})"
+    missing = [member for member in MEMBERS if member not in sample]
+    if missing:
+        raise SampleError(f"{where}: the sample has no {', '.join(missing)} member")
+    try:
+        meta = json.loads(sample["json"])
+        text = sample["txt"].decode("utf-8")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SampleError(f"{where}: cannot read the metadata or transcript: {error}") from error
+    try:
+        return DecodedSample(
+            id=key,
+            frames=face_crops(sample["mp4"], meta, interval_ms=frame_interval_ms, size=crop_size),
+            mel_chunks=mel_chunks(sample["flac"], key),
+            text=text,
+            target=label_targets(meta, label_names),
+        )
+    except (KeyError, TypeError) as error:
+        raise SampleError(f"{where}: the metadata lacks a field the loader needs: {error!r}") from error
+    except ValueError as error:  # VideoError, AudioError, LabelError: they name the id already
+        raise SampleError(f"{error} (in {sample.get('__url__', '?')})") from error
+
+
+def collate(samples: list[DecodedSample], *, tokenizer, label_names: Sequence[str],
+            max_text_tokens: int = MAX_TEXT_TOKENS) -> Batch:
+    """Decoded samples -> a Batch: frames and chunks concatenated in sample order, with counts."""
+    tokens = tokenizer([sample.text for sample in samples], padding=True, truncation=True,
+                       max_length=max_text_tokens, return_tensors="pt")
+    return Batch(
+        ids=[sample.id for sample in samples],
+        frames=torch.cat([sample.frames for sample in samples]),
+        frame_counts=torch.tensor([len(sample.frames) for sample in samples], dtype=torch.int64),
+        mel_chunks=torch.cat([sample.mel_chunks for sample in samples]),
+        chunk_counts=torch.tensor([len(sample.mel_chunks) for sample in samples], dtype=torch.int64),
+        input_ids=tokens["input_ids"].to(torch.int64),
+        attention_mask=tokens["attention_mask"].to(torch.int64),
+        targets=torch.from_numpy(np.stack([sample.target for sample in samples])),
+        label_names=tuple(label_names),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class _EpochClock:
+    """The epoch of one reader's copy of the pipeline: advanced at the start of every pass."""
+
+    def __init__(self, first_epoch: int):
+        self.current = first_epoch - 1
+
+    def advance(self) -> int:
+        self.current += 1
+        return self.current
+
+
+def _readers() -> tuple[int, int]:
+    """(this reader's index, number of readers) over nodes x DataLoader workers."""
+    rank, world_size, worker, workers = pytorch_worker_info()
+    return rank * workers + worker, world_size * workers
+
+
+class _ShardOrder(PipelineStage):
+    """Starts a pass: advances the epoch and, when training, shuffles the shards with (seed, epoch)."""
+
+    def __init__(self, clock: _EpochClock, shuffle: bool, seed: int):
+        self.clock, self.shuffle, self.seed = clock, shuffle, seed
+
+    def run(self, shards: Iterable[dict]) -> Iterator[dict]:
+        epoch = self.clock.advance()
+        shards = list(shards)
+        if self.shuffle:  # the same order on every node and worker: the split below relies on it
+            random.Random(f"shards:{self.seed}:{epoch}").shuffle(shards)
+        return iter(shards)
+
+
+def _work_split(shard_count: int) -> tuple[str, int, int]:
+    """How this reader's work is split (module doc): (which shards it reads, first sample, step).
+
+    "node+worker": its own shards (split by node, then by worker), every sample;
+    "node": its node's shards, every `workers`-th sample from its worker index;
+    "all": every shard, every `readers`-th sample from its reader index.
+    """
+    rank, world_size, worker, workers = pytorch_worker_info()
+    if shard_count >= world_size * workers:
+        return "node+worker", 0, 1
+    if shard_count >= world_size:
+        return "node", worker, workers
+    return "all", rank * workers + worker, world_size * workers
+
+
+class _ShardSplit(PipelineStage):
+    """The shards this reader opens (see _work_split)."""
+
+    def __init__(self, shard_count: int):
+        self.shard_count = shard_count
+
+    def run(self, shards: Iterable[dict]) -> Iterator[dict]:
+        unit = _work_split(self.shard_count)[0]
+        if unit == "node+worker":
+            return wds.split_by_worker(wds.split_by_node(shards))
+        return wds.split_by_node(shards) if unit == "node" else iter(shards)
+
+
+class _SampleSplit(PipelineStage):
+    """The samples this reader decodes, of the shards it opens (see _work_split)."""
+
+    def __init__(self, shard_count: int):
+        self.shard_count = shard_count
+
+    def run(self, samples: Iterable[dict]) -> Iterator[dict]:
+        _, first, step = _work_split(self.shard_count)
+        return islice(samples, first, None, step) if step > 1 else iter(samples)
+
+
+class _SampleShuffle(PipelineStage):
+    """Buffer shuffle of undecoded samples, seeded by (seed, epoch, reader)."""
+
+    def __init__(self, clock: _EpochClock, seed: int, buffer: int):
+        self.clock, self.seed, self.buffer = clock, seed, buffer
+
+    def run(self, samples: Iterable[dict]) -> Iterator[dict]:
+        reader, readers = _readers()
+        rng = random.Random(f"samples:{self.seed}:{self.clock.current}:{reader}/{readers}")
+        return wds.shuffle(self.buffer, initial=self.buffer, rng=rng)(iter(samples))
+
+
+def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: bool, seed: int = 0,
+                 label_names: Sequence[str], frame_interval_ms: int | None = None,
+                 crop_size: int = DEFAULT_CROP_SIZE, epoch: int = 0,
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, partial: bool = True) -> wds.DataPipeline:
+    """The batched webdataset pipeline over resolved `shards` (an IterableDataset of Batch).
+
+    `partial`: keep each reader's last, smaller batch (evaluation needs every sample).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if shuffle and shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be at least 1, not {shuffle_buffer}")
+    shards = list(shards)
+    clock = _EpochClock(epoch)
+    decode = _Decode(tuple(label_names), frame_interval_ms, crop_size)
+    batch = _Collate(tokenizer, tuple(label_names))
+    return wds.DataPipeline(
+        wds.SimpleShardList(shards),
+        _ShardOrder(clock, shuffle, seed),
+        _ShardSplit(len(shards)),
+        wds.tarfile_to_samples(),
+        _SampleSplit(len(shards)),
+        _SampleShuffle(clock, seed, shuffle_buffer) if shuffle else None,  # before decoding: bytes are cheap
+        wds.map(decode),
+        wds.batched(batch_size, collation_fn=batch, partial=partial),
+    )
+
+
+class _Decode:
+    """decode_sample with the loader's options, picklable for DataLoader workers."""
+
+    def __init__(self, label_names: tuple[str, ...], frame_interval_ms: int | None, crop_size: int):
+        self.label_names, self.frame_interval_ms, self.crop_size = label_names, frame_interval_ms, crop_size
+
+    def __call__(self, sample: dict) -> DecodedSample:
+        return decode_sample(sample, label_names=self.label_names, frame_interval_ms=self.frame_interval_ms,
+                             crop_size=self.crop_size)
+
+
+class _Collate:
+    def __init__(self, tokenizer, label_names: tuple[str, ...]):
+        self.tokenizer, self.label_names = tokenizer, label_names
+
+    def __call__(self, samples: list[DecodedSample]) -> Batch:
+        return collate(samples, tokenizer=self.tokenizer, label_names=self.label_names)
+
+
+class ShardLoader(torch.utils.data.DataLoader):
+    """A DataLoader over the batched pipeline (batch_size=None) that also says what it reads."""
+
+    def __init__(self, dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...], **kwargs):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.shards = shards
+        self.label_names = label_names
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = super().__iter__()
+        try:
+            yield from batches
+        except Exception:
+            # A failed sample ends the pass: stop the workers now. Otherwise they outlive the error
+            # until its traceback (which holds the iterator) is garbage-collected, and DataLoader's
+            # shutdown from the garbage collector then waits 5 s per loader.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+                self._iterator = None  # persistent workers: the next pass starts new ones
+            raise
+
+
+def _limit_worker_threads(_worker_id: int) -> None:
+    """One thread per worker: the parallelism is the worker processes (torch already sets its own)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int, shuffle: bool,
+                seed: int = 0, frame_interval_ms: int | None = None, crop_size: int = DEFAULT_CROP_SIZE,
+                label_names: Sequence[str] | None = None, epoch: int = 0,
+                shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, pin_memory: bool = False) -> ShardLoader:
+    """An iterable of Batch over the `split` shards of `sources` (see resolve_shards and the module doc).
+
+    label_names None: the label space of the shards' dataset card (model.labels.label_space_of).
+    Training loaders (shuffle=True) keep their workers between passes; each pass is the next epoch.
+    """
+    from model.labels import label_space_of
+
+    shards = resolve_shards(sources, split)
+    names = tuple(label_names) if label_names is not None else label_space_of(shards)[1]
+    dataset = make_dataset(shards, tokenizer=tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                           label_names=names, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
+                           epoch=epoch, shuffle_buffer=shuffle_buffer)
+    return loader_over(dataset, shards=shards, label_names=names, workers=workers, persistent=shuffle,
+                       pin_memory=pin_memory)
+
+
+def loader_over(dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...], workers: int,
+                persistent: bool, pin_memory: bool = False) -> ShardLoader:
+    """The ShardLoader of a make_dataset pipeline with `workers` processes (persistent: kept between passes)."""
+    if workers > 0:
+        # The tokenizer is used in forked workers: its own thread pool would warn (or deadlock) after a fork.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return ShardLoader(dataset, shards=shards, label_names=label_names, num_workers=workers,
+                       persistent_workers=workers > 0 and persistent, pin_memory=pin_memory,
+                       worker_init_fn=_limit_worker_threads if workers > 0 else None)

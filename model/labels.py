@@ -1,0 +1,130 @@
+"""The label space of a corpus and the training target of one sample.
+
+IEMOCAP: the categories named by the conversion's `classes` option (by default the six-class setup
+ang exc fru hap neu sad), one-hot over them; the nets train them as one-vs-rest binary tasks.
+CMU-MOSEI: the six emotions happy sad anger surprise disgust fear, multi-hot (present when the
+intensity is > 0), exactly as the converter writes `label.multi_hot`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mer_data.corpora.iemocap import SIX_CLASSES
+from mer_data.corpora.mosei import MOSEI_EMOTIONS
+
+CORPORA = ("iemocap", "mosei")
+
+
+class LabelError(ValueError):
+    """A sample whose label does not fit the label space (named by its id)."""
+
+
+def default_label_names(corpus: str) -> tuple[str, ...]:
+    """The label space of a corpus when the dataset card does not name one."""
+    if corpus == "iemocap":
+        return tuple(SIX_CLASSES)
+    if corpus == "mosei":
+        return tuple(MOSEI_EMOTIONS)
+    raise LabelError(f"unknown corpus {corpus!r}: expected one of {', '.join(CORPORA)}")
+
+
+def label_names_from_card(card: dict[str, Any]) -> tuple[str, ...]:
+    """The label space of a converted dataset, from its dataset.json (already parsed).
+
+    IEMOCAP takes the `classes` option of the conversion (what was kept); MOSEI always has its six
+    emotions (the `classes` option does not apply to it).
+    """
+    corpus = card.get("corpus") or card.get("options", {}).get("corpus")
+    if corpus == "iemocap":
+        classes = card.get("options", {}).get("classes")
+        return tuple(classes) if classes else default_label_names(corpus)
+    return default_label_names(corpus)
+
+
+def read_label_names(dataset_json: str | Path) -> tuple[str, ...]:
+    """`label_names_from_card` of a dataset.json file."""
+    return label_names_from_card(_read_card(Path(dataset_json)))
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise LabelError(f"{path}: cannot read the dataset card: {error}") from error
+
+
+def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
+    """The float32 target vector [C] of one sample's metadata over `label_names`.
+
+    IEMOCAP: one-hot of `label.category`; a category outside the label space is an error naming
+    the sample (a loader must not drop samples silently: select the classes at conversion time).
+    MOSEI: `label.multi_hot`, reordered to `label_names` (any subset of the six emotions).
+    """
+    sample_id = meta.get("id", "<no id>")
+    corpus = meta.get("corpus")
+    label = meta.get("label") or {}
+    if corpus == "iemocap":
+        category = label.get("category")
+        if category not in label_names:
+            raise LabelError(f"{sample_id}: category {category!r} is outside the label space "
+                             f"({', '.join(label_names)})")
+        vector = np.zeros(len(label_names), dtype=np.float32)
+        vector[list(label_names).index(category)] = 1.0
+        return vector
+    if corpus == "mosei":
+        multi_hot = label.get("multi_hot")
+        if not isinstance(multi_hot, list) or len(multi_hot) != len(MOSEI_EMOTIONS):
+            raise LabelError(f"{sample_id}: label.multi_hot must list {len(MOSEI_EMOTIONS)} values "
+                             f"({', '.join(MOSEI_EMOTIONS)}), not {multi_hot!r}")
+        unknown = [name for name in label_names if name not in MOSEI_EMOTIONS]
+        if unknown:
+            raise LabelError(f"{sample_id}: {', '.join(unknown)} is not a MOSEI emotion "
+                             f"({', '.join(MOSEI_EMOTIONS)})")
+        return np.array([multi_hot[MOSEI_EMOTIONS.index(name)] for name in label_names], dtype=np.float32)
+    raise LabelError(f"{sample_id}: unknown corpus {corpus!r}: expected one of {', '.join(CORPORA)}")
+
+
+def label_space_of(sources) -> tuple[str, tuple[str, ...]]:
+    """(corpus, label names) of the shards named by `sources` (as model.data.resolve_shards takes).
+
+    From the dataset card (dataset.json) beside the first local shard or inside the first directory;
+    where there is none (URLs, loose shards), the corpus of the first sample and its default label space.
+    """
+    import glob
+    import os
+
+    import webdataset as wds
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    first_shard = None
+    for source in map(str, sources):
+        expanded = wds.shardlists.expand_urls(source) if "{" in source else [source]
+        candidate = expanded[0]
+        if os.path.isdir(candidate):
+            card = Path(candidate) / "dataset.json"
+            shards = sorted(glob.glob(os.path.join(glob.escape(candidate), "*.tar")))
+        else:
+            card = Path(os.path.dirname(candidate) or ".") / "dataset.json"
+            shards = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
+        if card.is_file():
+            parsed = _read_card(card)
+            return parsed.get("corpus"), label_names_from_card(parsed)
+        first_shard = first_shard or (shards[0] if shards else None)
+    if first_shard is None:
+        raise LabelError(f"no shard in {', '.join(map(str, sources))} to read the label space from")
+    return _label_space_of_first_sample(first_shard)
+
+
+def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
+    import webdataset as wds
+
+    for sample in wds.DataPipeline(wds.SimpleShardList([shard]), wds.tarfile_to_samples()):
+        if "json" in sample:
+            corpus = json.loads(sample["json"]).get("corpus")
+            return corpus, default_label_names(corpus)
+    raise LabelError(f"{shard}: no sample with metadata to read the label space from")
