@@ -1,0 +1,290 @@
+"""FE2E and MESM (after Dai et al., NAACL 2021): end-to-end multimodal emotion classifiers.
+
+Per modality (any non-empty subset of "tav"):
+- t: the text encoder's CLS vector -> dropout -> linear -> logits.
+- v: a CNN per face crop -> one vector per frame -> a small transformer over each utterance's frames
+  (sinusoidal positions, key padding mask) -> masked mean -> linear -> logits.
+- a: the same over the utterance's log-mel chunks.
+The fused logits are the per-modality logits weighted by softmax(learned weights).
+
+FE2E runs dense CNNs (model/extractors.py: CNNExtractor). MESM replaces them by SparseCNNExtractor:
+the text vector attends over the positions of the first CNN block's maps, top-p keeps the positions
+with p of the attention mass, and the later blocks run sparsely on those. MESM needs the text
+vector, so its modalities must include "t".
+
+`build_model` loads the text encoder by name or path and records a `NetConfig` (plain JSON types,
+`model.config.to_dict()`); `build_model_from_config` rebuilds the same architecture from it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from model.extractors import CNNExtractor, SparseCNNExtractor
+from model.text import cls_vector, load_text_encoder, text_hidden_size
+
+MODALITY_ORDER = "tav"
+IMAGE_CHANNELS = {"v": 3, "a": 1}     # face crops are RGB, log-mel chunks one channel
+
+
+@dataclass
+class Architecture:
+    """Sizes of the nets (JSON-able). Widths: the stem's, then one per VGG block."""
+
+    visual_channels: tuple[int, ...] = (16, 32, 64, 128)
+    acoustic_channels: tuple[int, ...] = (16, 32, 64, 128)
+    convs_per_block: int = 2
+    temporal_width: int = 64          # the paper: width 64, 4 layers, 4 heads
+    temporal_layers: int = 4
+    temporal_heads: int = 4
+    dropout: float = 0.1
+    attention_dim: int = 32           # MESM's cross-modal attention projections
+    nucleus_per_level: bool = True    # MESM: re-apply top-p after each sparse pooling (extractors.py)
+
+    def __post_init__(self):
+        self.visual_channels = tuple(int(c) for c in self.visual_channels)
+        self.acoustic_channels = tuple(int(c) for c in self.acoustic_channels)
+        if self.temporal_width % self.temporal_heads:
+            raise ValueError(f"temporal_width {self.temporal_width} is not a multiple of"
+                             f" temporal_heads {self.temporal_heads}")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Architecture":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)
+
+
+@dataclass
+class NetConfig:
+    """What build_model needs to rebuild a model; store `to_dict()` with a checkpoint."""
+
+    kind: str
+    label_names: list[str]
+    modalities: str
+    text_encoder: str | None
+    top_p: float | None
+    architecture: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["architecture"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.architecture.items()}
+        return data
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor                          # [B, C] fused
+    modality_logits: dict[str, torch.Tensor]      # 't'/'a'/'v' -> [B, C]
+
+
+def canonical_modalities(modalities: str) -> str:
+    """'vt' -> 'tv'; refuses empty, unknown or repeated letters."""
+    letters = str(modalities)
+    if not letters or set(letters) - set(MODALITY_ORDER) or len(set(letters)) != len(letters):
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITY_ORDER!r}, got {modalities!r}")
+    return "".join(m for m in MODALITY_ORDER if m in letters)
+
+
+def sinusoidal_positions(length: int, width: int, device, dtype) -> torch.Tensor:
+    """[length, width] fixed sine/cosine position codes (Vaswani et al.)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width))
+    codes = torch.zeros(length, width, device=device)
+    codes[:, 0::2] = torch.sin(position * rate)
+    codes[:, 1::2] = torch.cos(position * rate)[:, : width // 2]
+    return codes.to(dtype)
+
+
+def pad_by_counts(vectors: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous per-sample rows [sum(counts), D] -> (padded [B, T, D], padding mask [B, T], True = pad)."""
+    batch = counts.shape[0]
+    longest = int(counts.max())
+    sample = torch.repeat_interleave(torch.arange(batch, device=vectors.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    step = torch.arange(vectors.shape[0], device=vectors.device) - starts[sample]
+    padded = vectors.new_zeros(batch, longest, vectors.shape[1]).index_put((sample, step), vectors)
+    padding = torch.arange(longest, device=vectors.device)[None, :] >= counts[:, None]
+    return padded, padding
+
+
+class TemporalEncoder(nn.Module):
+    """Per-image vectors of each sample -> one vector per sample (transformer over time, masked mean)."""
+
+    def __init__(self, in_dim: int, width: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        self.project = nn.Linear(in_dim, width)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, vectors: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        padded, padding = pad_by_counts(self.project(vectors), counts)
+        padded = padded + sinusoidal_positions(padded.shape[1], padded.shape[2], padded.device, padded.dtype)
+        hidden = self.encoder(padded, src_key_padding_mask=padding)
+        valid = (~padding).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
+class FE2E(nn.Module):
+    """Fully end-to-end model with dense CNN feature extractors."""
+
+    kind = "fe2e"
+
+    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
+                 text_dim: int | None = None, architecture: Architecture | dict | None = None):
+        super().__init__()
+        self.label_names = tuple(label_names)
+        if not self.label_names:
+            raise ValueError("label_names is empty")
+        self.modalities = canonical_modalities(modalities)
+        self.architecture = (architecture if isinstance(architecture, Architecture)
+                             else Architecture.from_options(architecture or {}))
+        self.config: NetConfig | None = None      # set by build_model
+        self.text_encoder = text_encoder if self.uses_text() else None
+        if self.uses_text():
+            if text_encoder is None:
+                raise ValueError(f"{self.kind.upper()} with modalities {self.modalities!r} needs a text encoder")
+            self.text_dim = int(text_dim) if text_dim is not None else text_hidden_size(text_encoder)
+        arch, classes = self.architecture, len(self.label_names)
+        self.extractors = nn.ModuleDict()
+        self.temporal = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for modality in self.modalities:
+            if modality == "t":
+                self.heads["t"] = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.text_dim, classes))
+                continue
+            channels = arch.visual_channels if modality == "v" else arch.acoustic_channels
+            self.extractors[modality] = self.make_extractor(IMAGE_CHANNELS[modality], channels)
+            self.temporal[modality] = TemporalEncoder(channels[-1], arch.temporal_width, arch.temporal_layers,
+                                                      arch.temporal_heads, arch.dropout)
+            self.heads[modality] = nn.Linear(arch.temporal_width, classes)
+        self.fusion_weights = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    def uses_text(self) -> bool:
+        return "t" in self.modalities
+
+    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
+        return CNNExtractor(in_channels, channels, self.architecture.convs_per_block)
+
+    def encode_text(self, batch) -> torch.Tensor | None:
+        """[B, text_dim] CLS vectors, or None when the model has no text encoder."""
+        if self.text_encoder is None:
+            return None
+        return cls_vector(self.text_encoder, batch.input_ids, batch.attention_mask)
+
+    def images_and_counts(self, batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images, counts = ((batch.frames, batch.frame_counts) if modality == "v"
+                          else (batch.mel_chunks, batch.chunk_counts))
+        if counts.shape[0] != len(batch.ids) or int(counts.sum()) != images.shape[0] or bool((counts < 1).any()):
+            name = "frame" if modality == "v" else "chunk"
+            raise ValueError(f"batch of {len(batch.ids)} samples: {name}_counts {counts.tolist()} do not"
+                             f" describe {images.shape[0]} stacked {name}s (each count >= 1, sum = rows)")
+        return images, counts
+
+    def extract(self, batch, modality: str, text_vector: torch.Tensor | None) -> torch.Tensor:
+        """Feature extraction of one modality ('v' or 'a'): one vector per frame/chunk [rows, D]."""
+        images, _ = self.images_and_counts(batch, modality)
+        return self.extractors[modality](images)
+
+    def extract_features(self, batch, text_vector: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {m: self.extract(batch, m, text_vector) for m in self.extractors}
+
+    def forward(self, batch) -> ModelOutput:
+        text_vector = self.encode_text(batch)
+        logits = {}
+        for modality in self.modalities:
+            if modality == "t":
+                logits["t"] = self.heads["t"](text_vector)
+                continue
+            _, counts = self.images_and_counts(batch, modality)
+            per_image = self.extract(batch, modality, text_vector)
+            logits[modality] = self.heads[modality](self.temporal[modality](per_image, counts))
+        weights = torch.softmax(self.fusion_weights, dim=0)
+        fused = sum(weights[i] * logits[m].float() for i, m in enumerate(self.modalities))
+        return ModelOutput(logits=fused, modality_logits=logits)
+
+
+class MESM(FE2E):
+    """FE2E with text-attended sparse CNNs: top-p of the cross-modal attention, sparse blocks after it."""
+
+    kind = "mesm"
+
+    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
+                 text_dim: int | None = None, architecture: Architecture | dict | None = None,
+                 top_p: float = 0.5):
+        if "t" not in canonical_modalities(modalities):
+            raise ValueError(f"MESM attends over the visual/acoustic maps with the text vector, so its"
+                             f" modalities must include 't' (got {modalities!r}); use FE2E without text")
+        self._top_p = self._checked_top_p(top_p)
+        super().__init__(label_names, modalities, text_encoder, text_dim, architecture)
+
+    @staticmethod
+    def _checked_top_p(top_p: float) -> float:
+        if not 0 < float(top_p) <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        return float(top_p)
+
+    @property
+    def top_p(self) -> float:
+        return self._top_p
+
+    @top_p.setter
+    def top_p(self, value: float) -> None:
+        self._top_p = self._checked_top_p(value)
+        for extractor in self.extractors.values():
+            extractor.top_p = self._top_p
+
+    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
+        arch = self.architecture
+        return SparseCNNExtractor(in_channels, channels, arch.convs_per_block, text_dim=self.text_dim,
+                                  attention_dim=arch.attention_dim, top_p=self._top_p,
+                                  nucleus_per_level=arch.nucleus_per_level)
+
+    def extract(self, batch, modality: str, text_vector: torch.Tensor | None) -> torch.Tensor:
+        images, counts = self.images_and_counts(batch, modality)
+        return self.extractors[modality](images, text_vector.repeat_interleave(counts, dim=0))
+
+    def active_fractions(self) -> dict[str, list[float]]:
+        """Per modality, the active share of positions at each resolution of the last forward pass."""
+        return {m: list(e.last_active_fractions) for m, e in self.extractors.items()}
+
+
+MODEL_KINDS = {"fe2e": FE2E, "mesm": MESM}
+
+
+def build_model(kind: str, label_names, modalities: str = "tav", text_encoder: str | None = None,
+                top_p: float | None = 0.5, **architecture_options) -> nn.Module:
+    """FE2E or MESM with its text encoder loaded by name or local path (None: the bundled MiniLM).
+
+    `top_p` is MESM's nucleus mass (ignored by FE2E); `architecture_options` are Architecture fields.
+    The returned model carries `model.config` (NetConfig) for build_model_from_config.
+    """
+    key = str(kind).lower()
+    if key not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
+    modalities = canonical_modalities(modalities)
+    architecture = Architecture.from_options(architecture_options)
+    needs_text = "t" in modalities or key == "mesm"
+    encoder = load_text_encoder(text_encoder) if needs_text else None
+    extra = {"top_p": top_p} if key == "mesm" else {}
+    model = MODEL_KINDS[key](label_names, modalities, encoder, None, architecture, **extra)
+    model.config = NetConfig(kind=key, label_names=list(model.label_names), modalities=modalities,
+                             text_encoder=None if text_encoder is None else str(text_encoder),
+                             top_p=float(top_p) if key == "mesm" else None,
+                             architecture=asdict(architecture))
+    return model
+
+
+def build_model_from_config(config: NetConfig | dict) -> nn.Module:
+    """Rebuild a model from `model.config` or its `to_dict()` (then load the checkpoint's state_dict)."""
+    data = config.to_dict() if isinstance(config, NetConfig) else dict(config)
+    missing = {"kind", "label_names", "modalities"} - set(data)
+    if missing:
+        raise ValueError(f"model config lacks {sorted(missing)}")
+    return build_model(data["kind"], data["label_names"], data["modalities"], data.get("text_encoder"),
+                       data.get("top_p"), **data.get("architecture", {}))
