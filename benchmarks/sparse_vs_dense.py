@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/sparse_vs_dense.py                 # the benchmark (1 thread, ~1 min)
     .venv/bin/python benchmarks/sparse_vs_dense.py --threads 2     # both cores
     .venv/bin/python benchmarks/sparse_vs_dense.py --repeats 3     # quicker, noisier
+    .venv/bin/python benchmarks/sparse_vs_dense.py --channels 32 64 128 256   # other CNN widths
 
 FE2E and MESM are built with the same weights wherever they share parameters (MESM loads FE2E's
 state_dict; only its cross-modal attention is its own). One fixed batch: 8 utterances with 4-8
@@ -105,11 +106,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--text-encoder", default=None, help="name or path (default: the bundled MiniLM)")
     parser.add_argument("--no-nucleus-per-level", action="store_true",
                         help="MESM without top-p after each sparse pooling (pooling alone decides)")
+    parser.add_argument("--channels", type=int, nargs="+", default=None, metavar="WIDTH",
+                        help="CNN widths of both extractors, stem first (default: model/nets.py Architecture's)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     options = {"nucleus_per_level": not args.no_nucleus_per_level}
+    if args.channels:
+        options.update(visual_channels=tuple(args.channels), acoustic_channels=tuple(args.channels))
     dense = build_model("fe2e", LABELS, "tav", args.text_encoder, **options)
     sparse = build_model("mesm", LABELS, "tav", args.text_encoder, 0.5, **options)
     missing, unexpected = sparse.load_state_dict(dense.state_dict(), strict=False)
@@ -122,7 +127,7 @@ def main(argv=None) -> dict:
     sparse.train()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {len(batch)} utterances,"
           f" {batch.frames.shape[0]} frames 3x48x48, {batch.mel_chunks.shape[0]} mel chunks 1x64x32,"
-          f" nucleus_per_level={options['nucleus_per_level']}")
+          f" nucleus_per_level={options['nucleus_per_level']}, CNN widths {dense.architecture.visual_channels}")
 
     dense_flops = feature_extraction_flops(dense, batch)
     print(f"FE2E feature extraction: {dense_flops['total'] / 1e9:.3f} GFLOPs counted"
@@ -168,7 +173,8 @@ def main(argv=None) -> dict:
               "targets": {"flops_ratio": 0.55, "time_ratio": 0.7},
               "fe2e_gflops": round(dense_flops["total"] / 1e9, 4), "fe2e_ms": round(fe2e_wall * 1e3, 1),
               "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "nucleus_per_level": options["nucleus_per_level"], "per_p": per_p}
+              "nucleus_per_level": options["nucleus_per_level"],
+              "channels": list(dense.architecture.visual_channels), "per_p": per_p}
     print(json.dumps(result))
     return result
 

@@ -95,9 +95,11 @@ class CrossModalAttention(nn.Module):
         """feature_map [n, C, H, W], text [n, text_dim] (each image's utterance) -> attention [n, H, W]."""
         n, channels, height, width = feature_map.shape
         positions = feature_map.permute(0, 2, 3, 1).reshape(n, height * width, channels)  # a view if NHWC
-        keys = self.key(positions)                                     # [n, H*W, d]
-        query = self.query(text.to(keys.dtype)).unsqueeze(2)           # [n, d, 1]
-        scores = torch.bmm(keys, query).squeeze(2) / math.sqrt(self.dim)
+        # (W_k x) . q = x . (W_k^T q): one probe vector per image instead of a key per position
+        # (the same scores, a C-long dot product per position instead of a d x C projection).
+        query = self.query(text.to(positions.dtype)) / math.sqrt(self.dim)          # [n, d]
+        probe = query @ self.key.weight.to(query.dtype)                               # [n, C]
+        scores = torch.bmm(positions, probe.unsqueeze(2)).squeeze(2)
         return torch.softmax(scores.float(), dim=1).view(n, height, width)
 
 

@@ -4,7 +4,7 @@
 the matrix products and convolutions among them (2 FLOPs per multiply-add). So MESM's sparse layers
 are counted as run: one matrix product [N_active, k*k*Cin] x [k*k*Cin, Cout] per submanifold
 convolution, where N_active is what top-p kept on this batch, plus its cross-modal attention (the
-key projection of every position, the query projection and the query.key products).
+query projection, its product with the key weight, and one dot product per position).
 
 Counted (`feature_extraction_flops`): the visual and acoustic CNN extractors of one forward pass,
 i.e. frames/chunks -> one vector per frame/chunk, for the batch given.

@@ -31,18 +31,23 @@ class ActiveSet:
     `torch.nonzero` on a mask), which is also each site's row in a channels-last [n*H*W, C] view.
     """
 
-    def __init__(self, flat_index: torch.Tensor, n_images: int, spatial_size: tuple[int, int]):
+    def __init__(self, flat_index: torch.Tensor, n_images: int, spatial_size: tuple[int, int],
+                 coords: torch.Tensor | None = None):
         self.flat_index = flat_index
         self.n_images = int(n_images)
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
-        self._cache: dict = {}
+        self._cache: dict = {} if coords is None else {"coords": coords}
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor) -> "ActiveSet":
         """The True sites of a bool mask [n, H, W]."""
         if mask.dim() != 3:
             raise ValueError(f"mask must be [n, H, W], got shape {tuple(mask.shape)}")
-        return cls(torch.nonzero(mask.reshape(-1)).squeeze(1), mask.shape[0], tuple(mask.shape[1:]))
+        # nonzero gives the coordinates; the flat index from them needs no (slow) int64 division.
+        coords = torch.nonzero(mask)
+        height, width = mask.shape[1:]
+        flat_index = (coords[:, 0] * height + coords[:, 1]) * width + coords[:, 2]
+        return cls(flat_index, mask.shape[0], (height, width), coords)
 
     @property
     def n_active(self) -> int:
@@ -90,7 +95,7 @@ class ActiveSet:
         corner = (image * padded_h + y) * padded_w + x        # the (ky, kx) = (0, 0) neighbour, padded grid
         grid = torch.full((self.n_images * padded_h * padded_w,), self.n_active, dtype=torch.long,
                           device=device)
-        grid[corner + radius * padded_w + radius] = torch.arange(self.n_active, device=device)
+        grid.index_copy_(0, corner + (radius * padded_w + radius), torch.arange(self.n_active, device=device))
         offsets = torch.arange(kernel_size, device=device)
         offsets = (offsets[:, None] * padded_w + offsets[None, :]).reshape(-1)   # ky * padded_w + kx
         neighbours = grid.index_select(0, (corner[:, None] + offsets[None, :]).reshape(-1))
@@ -105,7 +110,8 @@ class ActiveSet:
     def subset(self, keep: torch.Tensor) -> tuple["ActiveSet", torch.Tensor]:
         """(active set of the sites where `keep` [N] bool is true, their rows in this set)."""
         rows = torch.nonzero(keep).squeeze(1)
-        return ActiveSet(self.flat_index.index_select(0, rows), self.n_images, self.spatial_size), rows
+        coords = self._cache["coords"].index_select(0, rows) if "coords" in self._cache else None
+        return ActiveSet(self.flat_index.index_select(0, rows), self.n_images, self.spatial_size, coords), rows
 
 
 @dataclass(eq=False)
@@ -113,16 +119,14 @@ class PoolingTable:
     """2x2 stride-2 pooling of an active set.
 
     A coarse cell is active when it holds an active site. members [4, M]: the row of the member in
-    slot (y%2)*2 + x%2 of each cell; where that member is inactive, the row of another member of the
-    same cell (the max is unchanged) and is_member [4, M] is False there. home [N]: each fine row's
-    position slot * M + cell in the [4*M] slot-major layout, 4*M for rows of an odd last row/column,
-    which nn.MaxPool2d drops too.
+    slot (y%2)*2 + x%2 of each cell; where that member is inactive, the row of the cell's first
+    member in slot order (a duplicate: the max is unchanged, and the first maximal slot still names
+    the first maximal member). Rows of an odd last row/column belong to no cell (nn.MaxPool2d drops
+    them too).
     """
 
     coarse: ActiveSet
     members: torch.Tensor
-    is_member: torch.Tensor
-    home: torch.Tensor
 
     @classmethod
     def build(cls, active: ActiveSet) -> "PoolingTable":
@@ -133,20 +137,22 @@ class PoolingTable:
         device = active.flat_index.device
         image, y, x = active.coords.unbind(1)
         inside = (y < 2 * out_h) & (x < 2 * out_w)
-        cell = torch.where(inside, (image * out_h + y // 2) * out_w + x // 2, 0)
-        occupied = torch.zeros(active.n_images * out_h * out_w, dtype=torch.bool, device=device)
-        occupied[cell[inside]] = True
-        coarse = ActiveSet.from_mask(occupied.view(active.n_images, out_h, out_w))
+        # Coarse position of each row's cell; rows in no cell go to one spare position past the end.
+        # (Shifts and masks, not // and %: int64 division is slow on CPU.)
+        n_coarse = active.n_images * out_h * out_w
+        cell = torch.where(inside, (image * out_h + (y >> 1)) * out_w + (x >> 1), n_coarse)
+        occupied = torch.zeros(n_coarse + 1, dtype=torch.bool, device=device).index_fill_(0, cell, True)
+        coarse = ActiveSet.from_mask(occupied[:-1].view(active.n_images, out_h, out_w))
         n_cells = coarse.n_active
-        cell_row = torch.empty(occupied.shape[0], dtype=torch.long, device=device)
-        cell_row[coarse.flat_index] = torch.arange(n_cells, device=device)
-        home = torch.where(inside, ((y % 2) * 2 + x % 2) * n_cells + cell_row[cell], 4 * n_cells)
-        members = torch.full((4 * n_cells + 1,), -1, dtype=torch.long, device=device)
-        members[home] = torch.arange(active.n_active, device=device)
-        members = members[:-1].view(4, n_cells)
-        is_member = members >= 0
-        members = torch.where(is_member, members, members.amax(dim=0, keepdim=True))
-        return cls(coarse, members, is_member, home)
+        cell_row = torch.empty(n_coarse + 1, dtype=torch.long, device=device)
+        cell_row.index_copy_(0, coarse.flat_index, torch.arange(n_cells, device=device))
+        slot = ((y & 1) << 1) | (x & 1)
+        home = torch.where(inside, slot * n_cells + cell_row.index_select(0, cell), 4 * n_cells)
+        members = torch.full((4 * n_cells + 1,), active.n_active, dtype=torch.long, device=device)
+        members = members.index_copy_(0, home, torch.arange(active.n_active, device=device))[:-1].view(4, n_cells)
+        # Rows ascend with the slot (row-major order), so a cell's first member has its lowest row.
+        first_member = torch.minimum(torch.minimum(members[0], members[1]), torch.minimum(members[2], members[3]))
+        return cls(coarse, torch.where(members < active.n_active, members, first_member))
 
 
 @dataclass(eq=False)
@@ -233,15 +239,45 @@ class _Workspace(threading.local):
 _WORKSPACE = _Workspace()
 
 
+# On CPU the products run as 1x1 convolutions of this many "images" (see _rows_times_matrix).
+_ROW_BLOCKS = 16
+
+
+def _padded_rows(rows: int, device: torch.device) -> int:
+    """Rows of the im2col columns: on CPU a multiple of _ROW_BLOCKS (the extra rows are zeros)."""
+    return rows if device.type != "cpu" else -(-rows // _ROW_BLOCKS) * _ROW_BLOCKS
+
+
 def _im2col(features: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """[N, K*C] in the thread's workspace: for each site the features of its K neighbours (zeros where
-    inactive). Valid until the next _im2col call of this thread: consume it at once."""
+    """[R, K*C] in the thread's workspace: for each site the features of its K neighbours (zeros where
+    inactive), R = _padded_rows(N) with zero rows after the N sites'. Valid until the next _im2col call
+    of this thread: consume it at once."""
     rows, neighbours = table.shape
     channels = features.shape[1]
     padded = torch.cat((features, features.new_zeros(1, channels)))
-    columns = _WORKSPACE.take(rows * neighbours * channels, features.dtype, features.device)
-    torch.index_select(padded, 0, table.reshape(-1), out=columns.view(rows * neighbours, channels))
-    return columns.view(rows, neighbours * channels)
+    all_rows = _padded_rows(rows, features.device)
+    columns = _WORKSPACE.take(all_rows * neighbours * channels, features.dtype, features.device)
+    columns = columns.view(all_rows, neighbours * channels)
+    torch.index_select(padded, 0, table.reshape(-1), out=columns[:rows].view(rows * neighbours, channels))
+    columns[rows:].zero_()
+    return columns
+
+
+def _rows_times_matrix(columns: torch.Tensor, matrix_rows: torch.Tensor) -> torch.Tensor:
+    """columns [R, K] @ matrix_rows.t() (matrix_rows [Cout, K]) -> [R, Cout]; one matrix product.
+
+    On CPU it runs as a 1x1 convolution (the same product: FlopCounterMode counts the same FLOPs) of
+    _ROW_BLOCKS NHWC images of R / _ROW_BLOCKS x 1 pixels, a view of the columns. ATen gives 1x1
+    convolutions to oneDNN only from a batch of 16 up when single-threaded (else to the same sgemm
+    as torch.mm), and oneDNN's kernels run these narrow products (Cout 16-128) 1.2-1.5x faster than
+    the MKL sgemm behind torch.mm on this CPU (measured per layer shape; see benchmarks/README.md).
+    """
+    if columns.device.type != "cpu":
+        return columns @ matrix_rows.t()
+    rows, depth = columns.shape
+    images = columns.view(_ROW_BLOCKS, rows // _ROW_BLOCKS, 1, depth).permute(0, 3, 1, 2)
+    out = F.conv2d(images, matrix_rows.reshape(-1, depth, 1, 1))
+    return out.permute(0, 2, 3, 1).reshape(rows, -1)       # a view: the output is NHWC too
 
 
 class _SubmanifoldConvolution(torch.autograd.Function):
@@ -250,9 +286,10 @@ class _SubmanifoldConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, weight, table):
         out_channels, in_channels, k, _ = weight.shape
-        weight_matrix = weight.permute(2, 3, 1, 0).reshape(k * k * in_channels, out_channels)
-        out = _im2col(features, table) @ weight_matrix    # under autocast: the autocast dtype
-        # The columns are rebuilt in backward rather than kept: k*k times the features' memory.
+        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, k * k * in_channels)
+        # Under autocast: the autocast dtype. The columns are rebuilt in backward rather than kept:
+        # k*k times the features' memory.
+        out = _rows_times_matrix(_im2col(features, table), weight_rows)[: table.shape[0]]
         ctx.save_for_backward(features, weight, table)
         return out
 
@@ -261,14 +298,15 @@ class _SubmanifoldConvolution(torch.autograd.Function):
     def backward(ctx, grad_out):
         features, weight, table = ctx.saved_tensors
         out_channels, in_channels, k, _ = weight.shape
+        rows = table.shape[0]
         grad_out = grad_out.to(features.dtype).contiguous()
         grad_features = grad_weight = None
         if ctx.needs_input_grad[0]:
             # Offset index ky*k+kx of the flipped kernel is the opposite offset of the original.
-            flipped = weight.flip(2, 3).permute(2, 3, 0, 1).reshape(k * k * out_channels, in_channels)
-            grad_features = _im2col(grad_out, table) @ flipped.to(features.dtype)
+            flipped_rows = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, k * k * out_channels)
+            grad_features = _rows_times_matrix(_im2col(grad_out, table), flipped_rows.to(features.dtype))[:rows]
         if ctx.needs_input_grad[1]:
-            grad_matrix = _im2col(features, table).t() @ grad_out
+            grad_matrix = _im2col(features, table)[:rows].t() @ grad_out
             grad_weight = grad_matrix.view(k, k, in_channels, out_channels).permute(3, 2, 0, 1)
             grad_weight = grad_weight.to(weight.dtype)
         return grad_features, grad_weight, None
@@ -316,26 +354,27 @@ class _SparseMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, table: PoolingTable):
-        slots = features.index_select(0, table.members.reshape(-1)).view(4, -1, features.shape[1])
+        cells = table.members.shape[1]
+        slots = features.index_select(0, table.members.reshape(-1)).view(4, cells, features.shape[1])
         values = torch.maximum(torch.maximum(slots[0], slots[1]), torch.maximum(slots[2], slots[3]))
-        ctx.save_for_backward(slots, values)
-        ctx.table = table
+        # The first maximal slot, 3 - [max in slots 0..0] - [.. 0..1] - [.. 0..2]: a few cheap passes
+        # (torch.max(dim=0) with indices takes 10x the maxima's time here).
+        upto_0 = slots[0] == values
+        upto_1 = upto_0 | (slots[1] == values)
+        upto_2 = upto_1 | (slots[2] == values)
+        first_max_slot = 3 - (upto_0.to(torch.uint8) + upto_1 + upto_2)
+        # The row each (cell, channel) maximum came from: [M, C], the scatter index of the backward.
+        ctx.save_for_backward(table.members.t().contiguous().gather(1, first_max_slot.long()))
+        ctx.n_rows = features.shape[0]
         return values
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        slots, values = ctx.saved_tensors
-        table = ctx.table
-        cells, channels = values.shape
-        # Slot-major gradient of the 4*M member positions, plus one zero row for dropped fine rows.
-        grad_slots = grad_out.new_zeros(4 * cells + 1, channels)
-        taken = torch.zeros_like(values, dtype=torch.bool)
-        for slot in range(4):
-            wins = (slots[slot] == values) & table.is_member[slot, :, None] & ~taken
-            grad_slots[slot * cells:(slot + 1) * cells] = torch.where(wins, grad_out, 0)
-            taken |= wins
-        return grad_slots.index_select(0, table.home), None
+        (winning_row,) = ctx.saved_tensors
+        # Each fine row is in one cell at most, so no two (cell, channel) maxima share a target.
+        grad = grad_out.new_zeros(ctx.n_rows, grad_out.shape[1])
+        return grad.scatter_(0, winning_row, grad_out), None
 
 
 def sparse_max_pool2d(x: SparseMap) -> SparseMap:
