@@ -1,0 +1,89 @@
+"""A training run's folder: its config, one checkpoint per epoch, metrics per epoch, and its state.
+
+    RUN/
+      config.json              what was trained on what, with which options (JSON, rebuilds the model)
+      state.json               epochs done, best epoch and its score, epochs without improvement,
+                               and the history (one summary per epoch, for plotting)
+      checkpoints/epoch-NNN.pt weights, optimizer, RNG states (tensors and plain values only)
+      metrics/epoch-NNN.json   train loss, valid loss and valid metrics of that epoch
+      eval-<split>/            `mer evaluate` output (metrics.md, metrics.json, scores.parquet)
+
+Checkpoints are loaded with `torch.load(weights_only=True)`: a checkpoint file can only hold
+tensors and plain Python values, so loading one never runs code from it (pickled objects are refused).
+Every file is written atomically, so a run killed at any moment resumes from its last complete epoch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mer_data.shards.atomic import atomic_path
+
+CONFIG = "config.json"
+STATE = "state.json"
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its last complete epoch (early stopping included)."""
+
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    best_score: float | None = None
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def checkpoint_path(run: Path, epoch: int) -> Path:
+    return Path(run) / "checkpoints" / f"epoch-{epoch:03d}.pt"
+
+
+def save_checkpoint(run: Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
+    path = checkpoint_path(run, epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
+    return path
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by save_checkpoint; refuses anything but tensors and plain values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError (and others) for unsafe or damaged files
+        raise ValueError(f"{path}: not a loadable mer checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def save_state(run: Path, state: RunState) -> None:
+    write_json(Path(run) / STATE, asdict(state))
+
+
+def load_state(run: Path) -> RunState:
+    path = Path(run) / STATE
+    if not path.is_file():
+        return RunState()
+    return RunState(**read_json(path))

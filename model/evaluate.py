@@ -1,0 +1,68 @@
+"""`mer evaluate`: score a trained run on a split with the paper's metrics, thresholds tuned on validation.
+
+The protocol (DESIGN.md §5): the run's best epoch predicts the validation split, per-class
+thresholds are chosen there to maximise F1, and those thresholds are applied to the evaluated split.
+Results go to RUN/eval-<split>/ as metrics.json, metrics.md and scores.parquet (every utterance's
+scores and targets, so any other metric can be computed later without the model).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from model import checkpoint as ckpt
+from model.train import TrainConfig, _no_bar, _progress_bar, make_loader, make_model, predict
+
+
+def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
+             epoch: int | None = None):
+    """(config, model with the chosen epoch's weights, epoch) of a run folder."""
+    run = Path(run)
+    if not (run / ckpt.CONFIG).is_file():
+        raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}); train one with `mer train`")
+    config = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+    config = replace(config, shards=list(shards or config.shards), device=device or config.device,
+                     workers=config.workers if workers is None else workers)
+    state = ckpt.load_state(run)
+    epoch = epoch or state.best_epoch
+    if not epoch:
+        raise ValueError(f"{run}: no finished epoch to evaluate yet")
+    model = make_model(config).to(config.device)
+    model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run, epoch), map_location=config.device)["model"])
+    return config, model, epoch
+
+
+def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test", device: str | None = None,
+             workers: int | None = None, epoch: int | None = None, progress: bool = True) -> dict:
+    """Evaluate a run on `split`; writes RUN/eval-<split>/ and returns the metrics dict."""
+    from model.metrics import evaluate_scores
+    from model.report import write_report
+    from model.text import load_tokenizer
+
+    config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch)
+    tokenizer = load_tokenizer(config.text_encoder)
+    bar = _progress_bar if progress else _no_bar
+    valid = predict(model, make_loader(config, "valid", tokenizer, train=False), config, bar, "valid")
+    tested = valid if split == "valid" else predict(model, make_loader(config, split, tokenizer, train=False),
+                                                      config, bar, split)
+    metrics = evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
+                              list(config.label_names), split=split)
+    metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
+                      "top_p": config.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
+                      "samples": len(tested["ids"]), "corpus": config.corpus}
+    out = Path(run) / f"eval-{split}"
+    write_report(metrics, out)
+    write_scores(out / "scores.parquet", tested, config.label_names)
+    return metrics
+
+
+def write_scores(path: Path, predicted: dict, label_names) -> None:
+    table = pd.DataFrame({"id": predicted["ids"]})
+    for i, name in enumerate(label_names):
+        table[f"score_{name}"] = predicted["scores"][:, i]
+        table[f"target_{name}"] = predicted["targets"][:, i].astype("int8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with ckpt.atomic_path(path) as temp:
+        table.to_parquet(temp, index=False)

@@ -1,0 +1,265 @@
+"""`mer train`: stream shards into FE2E or MESM, one epoch at a time, with early stopping and resume.
+
+One epoch = one pass over the training shards (shard order and sample order reshuffled per epoch
+from the seed), then a pass over the validation shards. After each epoch the run folder gets a
+checkpoint and the epoch's metrics (model/checkpoint.py); early stopping watches the validation
+mean F1 (thresholds tuned on validation, as the paper's protocol), and the final report evaluates
+the best epoch on the test split. `--resume RUN/` continues a killed or finished run from its last
+complete epoch, with its stored config (the command line's data and model options are ignored).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model import checkpoint as ckpt
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored as RUN/config.json and reused by --resume and evaluate."""
+
+    shards: list[str]
+    model: str = "fe2e"
+    modalities: str = "tav"
+    top_p: float = 0.5
+    text_encoder: str | None = None          # name or local path; None: the bundled MiniLM
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 3e-4
+    text_lr_factor: float = 0.1
+    weight_decay: float = 0.01
+    patience: int = 6
+    frame_interval_ms: int | None = None     # None: the shards' own face interval
+    crop_size: int = 48
+    workers: int = 2
+    shuffle_buffer: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    model_options: dict = field(default_factory=dict)   # extra keyword arguments of model.nets.build_model
+    label_names: list[str] | None = None     # resolved from the shards when not given
+    corpus: str | None = None                # resolved from the shards
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_mean_f1: float
+    seconds: float
+    train_samples: int
+    metrics: dict
+
+    def summary(self) -> dict:
+        row = asdict(self)
+        row.pop("metrics")
+        return row
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_labels(config: TrainConfig) -> TrainConfig:
+    """Fill corpus and label names from the shards' dataset card (model/labels.py)."""
+    from model.labels import label_space_of
+
+    corpus, names = label_space_of(config.shards)
+    config.corpus = config.corpus or corpus
+    config.label_names = list(config.label_names or names)
+    return config
+
+
+def make_model(config: TrainConfig) -> nn.Module:
+    from model.nets import build_model
+
+    return build_model(config.model, tuple(config.label_names), modalities=config.modalities,
+                       text_encoder=config.text_encoder, top_p=config.top_p, **config.model_options)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the pretrained text encoder learns `text_lr_factor` times slower than the rest (as the paper)."""
+    text_params, other_params = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (text_params if name.startswith("text_encoder.") else other_params).append(param)
+    groups = [{"params": other_params, "lr": config.lr}]
+    if text_params:
+        groups.append({"params": text_params, "lr": config.lr * config.text_lr_factor})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoch: int = 0):
+    from model.data import make_loader as data_loader
+
+    return data_loader(config.shards, split, tokenizer=tokenizer, batch_size=config.batch_size,
+                       workers=config.workers, shuffle=train, seed=config.seed, epoch=epoch,
+                       frame_interval_ms=config.frame_interval_ms, crop_size=config.crop_size,
+                       label_names=tuple(config.label_names), shuffle_buffer=config.shuffle_buffer)
+
+
+def autocast(config: TrainConfig):
+    """bf16 autocast on CPU, fp16 on CUDA (with a GradScaler); a no-op without --amp."""
+    device_type = torch.device(config.device).type
+    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device_type, dtype=dtype, enabled=config.amp)
+
+
+def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progress) -> tuple[float, int]:
+    """One pass over the training shards; returns (mean loss per sample, samples seen)."""
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss()
+    total, samples = 0.0, 0
+    for batch in progress(loader, desc="train"):
+        batch = batch.to(config.device)
+        with autocast(config):
+            logits = model(batch).logits
+        loss = loss_fn(logits.float(), batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(batch)
+        samples += len(batch)
+    if samples == 0:
+        raise RuntimeError("the training split yielded no samples: check the shard paths and split names")
+    return total / samples, samples
+
+
+@torch.no_grad()
+def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
+    """Scores (sigmoid probabilities), targets, ids and mean loss over one split, in the loader's order."""
+    model.eval()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    ids, scores, targets, total = [], [], [], 0.0
+    for batch in progress(loader, desc=desc):
+        batch = batch.to(config.device)
+        with autocast(config):
+            logits = model(batch).logits.float()
+        total += float(loss_fn(logits, batch.targets)) / batch.targets.shape[1]
+        ids.extend(batch.ids)
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        targets.append(batch.targets.cpu().numpy())
+    if not ids:
+        raise RuntimeError(f"the {desc} split yielded no samples: check the shard paths and split names")
+    return {"ids": ids, "scores": np.concatenate(scores), "targets": np.concatenate(targets),
+            "loss": total / len(ids)}
+
+
+def validation_metrics(config: TrainConfig, valid: dict) -> dict:
+    """Validation metrics with thresholds tuned on validation itself (the early-stopping score)."""
+    from model.metrics import evaluate_scores
+
+    return evaluate_scores(config.corpus, valid["scores"], valid["targets"], valid["scores"], valid["targets"],
+                           list(config.label_names), split="valid")
+
+
+def mean_f1(metrics: dict) -> float:
+    return float(metrics["mean"]["f1"])
+
+
+def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs: int | None = None,
+          progress: bool = True, log=print) -> ckpt.RunState:
+    """Train (or resume) a run in folder `run`; returns its final state. See the module docstring.
+
+    With resume=True the stored config is used and `config` is ignored; `epochs` may raise the
+    stored epoch budget (train a finished run further).
+    """
+    from model.text import load_tokenizer
+
+    run = Path(run)
+    if resume:
+        if not (run / ckpt.CONFIG).is_file():
+            raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}) to resume")
+        config = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+        if epochs is not None and epochs != config.epochs:
+            config.epochs = epochs
+            ckpt.write_json(run / ckpt.CONFIG, asdict(config))
+    else:
+        if (run / ckpt.CONFIG).exists():
+            raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
+        config = resolve_labels(config)
+    state = ckpt.load_state(run)
+    if resume and epochs is not None and state.stopped_early:
+        state.stopped_early = False   # an explicit new budget overrides an earlier early stop
+    seed_everything(config.seed)
+    tokenizer = load_tokenizer(config.text_encoder)
+    model = make_model(config).to(config.device)
+    if not resume:
+        # The resolved architecture (every size, not only those given) is stored, so evaluate and
+        # --resume rebuild the same nets even if the package's defaults change later.
+        config.model_options = model.config.to_dict()["architecture"]
+        ckpt.write_json(run / ckpt.CONFIG, asdict(config))
+    optimizer = make_optimizer(model, config)
+    if state.epochs_done:
+        restored = ckpt.load_checkpoint(ckpt.checkpoint_path(run, state.epochs_done), map_location=config.device)
+        model.load_state_dict(restored["model"])
+        optimizer.load_state_dict(restored["optimizer"])
+        torch.set_rng_state(restored["rng_cpu"])
+        log(f"resumed {run} after epoch {state.epochs_done} (best epoch {state.best_epoch})")
+    scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
+    bar = _progress_bar if progress else _no_bar
+
+    # Made once: the training loader keeps its workers between passes, and each pass is the next
+    # epoch (shard and sample order reseeded by it), starting at the epoch a resumed run is at.
+    train_loader = make_loader(config, "train", tokenizer, train=True, epoch=state.epochs_done + 1)
+    valid_loader = make_loader(config, "valid", tokenizer, train=False)
+    while state.epochs_done < config.epochs and not state.stopped_early:
+        epoch = state.epochs_done + 1
+        result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar)
+        ckpt.save_checkpoint(run, epoch, model, optimizer)
+        ckpt.write_json(run / "metrics" / f"epoch-{epoch:03d}.json", {**result.summary(), "valid": result.metrics})
+        update_state(state, result, config.patience)
+        ckpt.save_state(run, state)
+        log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
+            f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
+            + ("  *best*" if state.best_epoch == epoch else ""))
+    if state.stopped_early:
+        log(f"early stop: no better validation mean F1 for {config.patience} epochs (best epoch {state.best_epoch})")
+    return state
+
+
+def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch: int, bar) -> EpochResult:
+    started = time.perf_counter()
+    # Dropout and other model randomness are reseeded per epoch, so a resumed run continues exactly
+    # as an uninterrupted one would.
+    seed_everything(config.seed + epoch)
+    train_loss, seen = train_one_epoch(model, train_loader, optimizer, scaler, config, bar)
+    valid = predict(model, valid_loader, config, bar, "valid")
+    metrics = validation_metrics(config, valid)
+    return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
+                       seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics)
+
+
+def update_state(state: ckpt.RunState, result: EpochResult, patience: int) -> None:
+    """Early stopping on validation mean F1; validation loss breaks ties (lower is better)."""
+    state.epochs_done = result.epoch
+    state.history.append(result.summary())
+    score = result.valid_mean_f1 - 1e-6 * result.valid_loss
+    if state.best_score is None or score > state.best_score or math.isnan(state.best_score):
+        state.best_epoch, state.best_score = result.epoch, score
+        state.epochs_without_improvement = 0
+    else:
+        state.epochs_without_improvement += 1
+        state.stopped_early = state.epochs_without_improvement >= patience
+
+
+def _progress_bar(iterable, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit="batch", leave=False)
+
+
+def _no_bar(iterable, desc: str):
+    return iterable

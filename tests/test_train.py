@@ -1,0 +1,139 @@
+"""Training end to end on a tiny synthetic corpus: it runs, lowers the loss, resumes exactly, evaluates."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.conftest import convert
+
+# Small nets and a tiny random text encoder: the point is the loop, not the accuracy.
+TINY_NETS = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], temporal_width=16,
+                 temporal_layers=1, temporal_heads=2, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def training_shards(small_corpus, tmp_path_factory):
+    """The small corpus split at random into train/valid/test (every split non-empty)."""
+    root, _ = small_corpus
+    out = tmp_path_factory.mktemp("shards-training")
+    convert(root, out, split="random:1:0.6,0.2,0.2")
+    counts = json.loads((out / "dataset.json").read_text())["counts"]["per_split"]
+    assert all(counts.get(split, 0) > 0 for split in ("train", "valid", "test")), counts
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    from model.text import write_tiny_text_encoder
+
+    return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+def _config(shards, encoder, **overrides):
+    from model.train import TrainConfig
+
+    values = dict(shards=[str(shards)], model="fe2e", modalities="tav", epochs=4, batch_size=4, lr=3e-3,
+                  text_lr_factor=1.0, patience=10, workers=0, text_encoder=str(encoder), model_options=TINY_NETS)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _weights(run, epoch):
+    from model.checkpoint import checkpoint_path, load_checkpoint
+
+    return load_checkpoint(checkpoint_path(run, epoch))["model"]
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_encoder, tmp_path):
+    from model.train import train
+
+    straight = train(_config(training_shards, tiny_encoder), tmp_path / "straight", progress=False, log=lambda m: None)
+    losses = [row["train_loss"] for row in straight.history]
+    assert straight.epochs_done == 4 and len(losses) == 4
+    assert losses[-1] < losses[0], losses
+
+    # The same run killed after epoch 2, then resumed with --resume (and a raised epoch budget).
+    interrupted = tmp_path / "interrupted"
+    train(_config(training_shards, tiny_encoder, epochs=2), interrupted, progress=False, log=lambda m: None)
+    resumed = train(None, interrupted, resume=True, epochs=4, progress=False, log=lambda m: None)
+    assert resumed.epochs_done == 4
+    assert [row["train_loss"] for row in resumed.history] == pytest.approx(losses, rel=1e-5)
+    final_straight, final_resumed = _weights(tmp_path / "straight", 4), _weights(interrupted, 4)
+    for name, tensor in final_straight.items():
+        torch.testing.assert_close(final_resumed[name], tensor, msg=name)
+
+    # Every epoch left its checkpoint and metrics; the run folder says what it was trained with.
+    for epoch in range(1, 5):
+        metrics = json.loads((interrupted / "metrics" / f"epoch-{epoch:03d}.json").read_text())
+        assert metrics["epoch"] == epoch and "mean" in metrics["valid"]
+    config = json.loads((interrupted / "config.json").read_text())
+    assert config["corpus"] == "iemocap" and config["label_names"] == ["ang", "exc", "fru", "hap", "neu", "sad"]
+
+
+def test_a_new_run_refuses_an_existing_folder(training_shards, tiny_encoder, tmp_path):
+    from model.train import train
+
+    run = tmp_path / "run"
+    train(_config(training_shards, tiny_encoder, epochs=1), run, progress=False, log=lambda m: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_config(training_shards, tiny_encoder, epochs=1), run, progress=False, log=lambda m: None)
+
+
+def test_early_stopping_stops_after_patience():
+    from model.checkpoint import RunState
+    from model.train import EpochResult, update_state
+
+    state = RunState()
+    for epoch, f1 in enumerate([0.5, 0.6, 0.55, 0.58, 0.59], start=1):
+        update_state(state, EpochResult(epoch, 1.0, 1.0, f1, 0.0, 8, {}), patience=3)
+    assert state.best_epoch == 2 and state.stopped_early and state.epochs_without_improvement == 3
+
+
+def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_encoder, tmp_path):
+    from model.evaluate import evaluate
+    from model.train import train
+
+    run = tmp_path / "mesm"
+    train(_config(training_shards, tiny_encoder, model="mesm", top_p=0.5, epochs=1), run, progress=False,
+          log=lambda m: None)
+    metrics = evaluate(run, split="test", progress=False)
+    index = __import__("pandas").read_parquet(training_shards / "index.parquet")
+    assert metrics["run"]["samples"] == int((index["split"] == "test").sum())
+    markdown = (run / "eval-test" / "metrics.md").read_text()
+    assert "plain binary accuracy" in markdown and "F1" in markdown
+    scores = __import__("pandas").read_parquet(run / "eval-test" / "scores.parquet")
+    assert sorted(scores["id"]) == sorted(index.loc[index["split"] == "test", "key"])
+
+
+def test_checkpoints_refuse_pickled_objects(tmp_path):
+    from model.checkpoint import load_checkpoint
+
+    from argparse import Namespace  # any class outside torch's allow-list: loading it would run its code
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Namespace(payload=1)}, path)
+    with pytest.raises(ValueError, match="not a loadable mer checkpoint"):
+        load_checkpoint(path)
+
+
+def test_cli_train_resume_and_evaluate(training_shards, tiny_encoder, tmp_path):
+    from click.testing import CliRunner
+
+    from mer_data.cli import main
+
+    run = tmp_path / "cli-run"
+    common = ["--text-encoder", str(tiny_encoder), "--workers", "0", "--batch-size", "4", "-q"]
+    result = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "ta", "--epochs", "1",
+                                       "--out", str(run), "--evaluate-split", "", *common])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--epochs", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 2
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--split", "test", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "F1" in result.output and (run / "eval-test" / "metrics.json").is_file()
+    bad = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "tx", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "subset of t, a, v" in bad.output
