@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import schemas
+from mer_data.media.black import black_facts
 from mer_data.media.cut import cut_recording
 from mer_data.records import CutRequest, CutResult, Problem, StagedSample, Utterance
 
@@ -120,7 +121,8 @@ def sample_metadata(utt: Utterance, split: str, cut: CutResult) -> dict:
         "session": utt.session, "speaker": utt.speaker, "gender": utt.gender,
         "start": utt.start, "end": utt.end, "duration": round(interval, 6),
         "label": utt.label, "text": utt.text, "text_encoding": encoding,
-        "audio": cut.audio, "video": cut.video, "faces": cut.faces,
+        "audio": cut.audio, "video": {**cut.video, **black_facts([f["black"] for f in cut.faces["frames"]])},
+        "faces": cut.faces,
         "alignment": {
             "audio_minus_interval_s": round(cut.audio["duration"] - interval, 6),
             "video_minus_interval_s": round(cut.video["duration"] - interval, 6),
@@ -141,7 +143,8 @@ def index_row(meta: dict) -> dict:
         "speaker": meta["speaker"], "gender": meta["gender"], "start": meta["start"], "end": meta["end"],
         "duration": meta["duration"], "text": meta["text"],
         "audio_samples": meta["audio"]["samples"], "video_frames": meta["video"]["frames"],
-        "video_fps": meta["video"]["fps"], "face_detection_rate": meta["faces"]["detection_rate"],
+        "video_fps": meta["video"]["fps"], "video_black_fraction": meta["video"]["black_fraction"],
+        "video_is_black": meta["video"]["is_black"], "face_detection_rate": meta["faces"]["detection_rate"],
     }
     label = meta["label"]
     if "category" in label:
@@ -150,7 +153,6 @@ def index_row(meta: dict) -> dict:
     else:
         row.update(sentiment=label["sentiment"], **{f"emo_{k}": v for k, v in label["emotions"].items()})
     return row
-
 
 
 def _write_outcome(work: Path, outcome: RecordingOutcome, fingerprint: str) -> None:

@@ -7,7 +7,8 @@ The process decodes the source once and splits it into:
     muxer cuts the stream there, so each utterance becomes its own MP4. Overlapping utterances
     (speakers talking over each other, MOSEI segments) go to different lanes.
   * one raw gray (luma) output on stdout holding only the frames the face detector needs, read here
-    in order (it is the only pipe, so reading it continuously is all it takes not to stall).
+    in order (it is the only pipe, so reading it continuously is all it takes not to stall); the
+    same frames tell whether a clip is black (black.py).
 
 Starting one encoder per utterance and pushing raw frames through pipes cost more than the
 encoding itself; this way there are only a few encoders per recording, whatever its length.
@@ -30,6 +31,7 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
+from .black import is_black_frame
 from .commands import GLOBAL_ARGS, rate_arg
 from .probe import ffmpeg_path_arg, last_meaningful_line
 from .video import (GOP_SECONDS, ClipCut, ClipPlan, VideoSource, ended_early, face_facts_of, FaceDetector,
@@ -46,6 +48,7 @@ class _Run:
 
     segments: list[list[Path]]
     faces: dict[str, list[tuple[int, "Future[list[int] | None]"]]] = field(default_factory=dict)
+    black: dict[str, list[bool]] = field(default_factory=dict)  # per key, whether each face frame is black
     status: int = 0
     why: str = ""
     last_face_frame: int = -1  # source index of the last face frame read, -1 if none
@@ -98,7 +101,8 @@ def _settle(source: VideoSource, lanes: list[list[ClipPlan]], run: _Run,
                         and len(faces) == len(plan.face_frames))
             if complete:
                 os.replace(segments[index], plan.out_path)
-                done[plan.key] = ClipCut(video_facts(plan, source.fps), face_facts_of(plan, faces, source.fps))
+                done[plan.key] = ClipCut(video_facts(plan, source.fps),
+                                         face_facts_of(plan, faces, source.fps, run.black[plan.key]))
             else:
                 failed[plan.key] = _failure(plan, source, reached, run)
     _remove_segments(run)
@@ -175,8 +179,8 @@ def _face_samples(lanes: list[list[ClipPlan]]) -> dict[int, list[tuple[ClipPlan,
 
 def _read_faces(pipe: Any, source: VideoSource, order: list[int], samples: dict[int, list[tuple[ClipPlan, int]]],
                 detector: FaceDetector, run: _Run) -> None:
-    """Read the face frames (the luma plane of each) and submit each plan's crop of them. Stops at
-    the end of the stream or at a cut-off frame."""
+    """Read the face frames (the luma plane of each), submit each plan's crop of them to the
+    detector and note whether the crop is black. Stops at the end of the stream or at a cut-off frame."""
     luma_size = source.width * source.height
     for frame_index in order:
         data = _read_exactly(pipe, luma_size)
@@ -187,6 +191,7 @@ def _read_faces(pipe: Any, source: VideoSource, order: list[int], samples: dict[
             g = plan.geometry
             crop = luma[g.y:g.y + g.height, g.x:g.x + g.width]
             run.faces.setdefault(plan.key, []).append((clip_index, detector.submit(crop, g)))
+            run.black.setdefault(plan.key, []).append(is_black_frame(crop))
         run.last_face_frame = frame_index
 
 
@@ -247,13 +252,14 @@ def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction
         stream = stream.filter("scale", g.out_width, g.out_height, flags="area")
     stream = stream.filter("select", _member_expr([(plan.first_frame, plan.end_frame - 1) for plan in lane]))
     stream = stream.filter("setpts", "N/(FRAME_RATE*TB)")
+    # The muxer cuts where each clip after the first starts. A lane of one clip gets a cut point
+    # at its end, where no frame follows: without any, the muxer would cut at the first keyframe
+    # after every 2 s (its default segment_time) and the clip would come out in pieces.
     starts = _output_starts(lane)
-    segment_options: dict[str, Any] = {}
-    if len(starts) > 1:
-        segment_options["segment_frames"] = ",".join(str(start) for start in starts[1:])
+    cut_frames = starts[1:] or [lane[0].frames]
     return stream.output(ffmpeg_path_arg(pattern), **_encoder_options(lane, fps), format="segment",
-                         reset_timestamps=1, segment_format="mp4",
-                         segment_format_options="movflags=+faststart", **segment_options)
+                         reset_timestamps=1, segment_format="mp4", segment_format_options="movflags=+faststart",
+                         segment_frames=",".join(str(frame) for frame in cut_frames))
 
 
 def _encoder_options(lane: list[ClipPlan], fps: Fraction) -> dict[str, Any]:

@@ -204,15 +204,17 @@ def video_facts(plan: ClipPlan, fps: Fraction) -> dict[str, Any]:
 
 
 def face_facts_of(plan: ClipPlan, faces: list[tuple[int, "Future[list[int] | None]"]],
-                  fps: Fraction) -> dict[str, Any]:
-    """The faces facts of a clip from its (clip frame, detection) pairs, in clip frame order."""
+                  fps: Fraction, black: list[bool]) -> dict[str, Any]:
+    """The faces facts of a clip from its (clip frame, detection) pairs, in clip frame order, and
+    whether each of those frames is black (black.py)."""
     boxes = [(index, detection.result()) for index, detection in faces]
     found = sum(box is not None for _, box in boxes)
     return {
         "detector": DETECTOR_NAME,
         "interval_ms": plan.face_interval_ms,
         "detection_rate": found / len(boxes),
-        "frames": [{"frame": index, "time": float(index / fps), "box": box} for index, box in boxes],
+        "frames": [{"frame": index, "time": float(index / fps), "box": box, "black": is_black}
+                   for (index, box), is_black in zip(boxes, black, strict=True)],
     }
 
 

@@ -108,12 +108,13 @@ def write_wav(path: Path, pcm: np.ndarray) -> None:
 # Video
 
 
-def mouth_openings(channel: np.ndarray, n_frames: int, av_offset: float) -> np.ndarray:
+def mouth_openings(channel: np.ndarray, n_frames: int, av_offset: float, fps: Fraction = FPS) -> np.ndarray:
     """Per video frame, the mouth opening (0..1) from the channel's RMS over one frame period
-    centred on the frame's time plus the offset (the audio at t + offset belongs to frame time t)."""
+    centred on the frame's time plus the offset (the audio at t + offset belongs to frame time t).
+    `fps`: the video's frame rate (IEMOCAP's by default; MOSEI videos have several)."""
     energy = np.concatenate([[0.0], np.cumsum(channel.astype(np.float64) ** 2)])
-    times = np.arange(n_frames) / float(FPS) + av_offset
-    half_window = 0.5 / float(FPS)
+    times = np.arange(n_frames) / float(fps) + av_offset
+    half_window = 0.5 / float(fps)
     first = np.clip(np.round((times - half_window) * SAMPLE_RATE).astype(int), 0, len(channel))
     last = np.clip(np.round((times + half_window) * SAMPLE_RATE).astype(int), 0, len(channel))
     rms = np.sqrt((energy[last] - energy[first]) / np.maximum(last - first, 1))
