@@ -1,2 +1,2 @@
 """mer-data: raw multimodal emotion corpora -> utterance-level WebDataset shards."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,13 @@
 """The `mer` command. Each subcommand is a thin shell over a Python function of the same name:
 
     mer synth iemocap OUT        -> mer_data.synth.iemocap.synth_iemocap
+    mer synth mosei OUT          -> mer_data.synth.mosei.synth_mosei
     mer convert iemocap RAW OUT  -> pipelines.convert.plan_iemocap + run_conversion
-    mer demo                     -> both, on an embedded synthetic default
+    mer convert mosei RAW OUT    -> pipelines.convert.plan_mosei + run_conversion
+    mer validate PATH            -> pipelines.validate.validate
+    mer train SHARDS --out RUN   -> model.train.train
+    mer evaluate RUN             -> model.evaluate.evaluate
+    mer demo                     -> all of them, on an embedded synthetic default
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ def main() -> None:
 
     \b
     Start here:
-      mer demo                                  # synthetic corpus -> shards, in ./demo-out
+      mer demo                                  # the whole job on a synthetic corpus, in ./demo-out
       mer synth iemocap RAW/                    # a synthetic IEMOCAP release
       mer convert iemocap RAW/ SHARDS/          # raw release -> shards (Dask)
+      mer validate SHARDS/ --html report.html   # audit a release or shards
+      mer train SHARDS/ --out RUN/              # FE2E / MESM end to end (evaluates on test at the end)
     """
 
 
@@ -78,6 +85,38 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
                          utterances_per_dialog=utterances_per_dialog, seed=seed, ids_from=ids_from,
                          frame_size=_frame_size(frame_size), voice=voice, progress=True)
     click.echo(f"synthetic IEMOCAP release written to {root}")
+
+
+@synth.command("mosei")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--videos", default=None, type=click.IntRange(1),
+              help="Number of videos  [default: 8; with --ids-from: every listed video]")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--ids-from", type=click.Choice(["dai2021", "sdk"]), default=None,
+              help="Use the published ids (dai2021: 20,477 utterances; sdk: the standard folds' videos), tiny media.")
+@click.option("--long-video-minutes", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="Length of the default corpus's long video (0: none).")
+@click.option("--voice", type=click.Choice(["auto", "espeak", "synth"]), default="auto", show_default=True,
+              help="espeak-ng speech where available (auto), or a synthesized voice.")
+def synth_mosei_command(out, videos, seed, ids_from, long_video_minutes, voice):
+    """Write a synthetic CMU-MOSEI release to OUT/CMU_MOSEI (Raw/ and Labels/).
+
+    Videos of several sizes and frame rates, WAVs, segmented transcripts, the SDK's
+    CMU_MOSEI_Labels.csd and the raw MTurk CSVs, with the quirks of the real release; the
+    ground truth goes to OUT/synth_truth.json.
+
+    \b
+    Examples:
+      mer synth mosei raw/
+      mer synth mosei raw/ --videos 5 --long-video-minutes 1 --seed 7
+      mer synth mosei raw-dai/ --ids-from dai2021 --voice synth
+      mer synth mosei raw-sdk/ --ids-from sdk --videos 30
+    """
+    from mer_data.synth.mosei import synth_mosei
+
+    root = synth_mosei(out, videos=videos, seed=seed, ids_from=ids_from, long_video_minutes=long_video_minutes,
+                       voice=voice, progress=True)
+    click.echo(f"synthetic CMU-MOSEI release written to {root}")
 
 
 @main.group()
@@ -236,26 +275,222 @@ def _bytes(value: str) -> int:
     return size
 
 
+@main.command("train")
+@click.argument("shards", nargs=-1, required=False)
+@click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm"]), default="fe2e", show_default=True,
+              help="FE2E: fully end-to-end; MESM: sparse cross-modal attention (Dai et al., 2021).")
+@click.option("--modalities", default="tav", show_default=True, help="Any non-empty subset of t (text), a (audio), v (video).")
+@click.option("--top-p", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="MESM: attention mass of the positions kept for the sparse CNN blocks.")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Epoch budget  [default: 20; with --resume: the run's, or raise it]")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=3e-4, show_default=True, type=float, help="AdamW learning rate of the CNNs, transformers and heads.")
+@click.option("--text-lr-factor", default=0.1, show_default=True, type=float,
+              help="The pretrained text encoder's learning rate is lr times this.")
+@click.option("--patience", default=6, show_default=True, type=click.IntRange(1),
+              help="Early stopping: epochs without a better validation mean F1.")
+@click.option("--text-encoder", default=None, help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
+@click.option("--frame-interval-ms", default=None, type=click.IntRange(1), help="[default: the shards' face interval]")
+@click.option("--crop-size", default=48, show_default=True, type=click.IntRange(8))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "run", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
+@click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Continue the run in this folder (its stored options are used).")
+@click.option("--evaluate-split", default="test", show_default=True,
+              help="Split evaluated with the best epoch at the end ('' to skip).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr, text_lr_factor, patience,
+                  text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
+                  evaluate_split, quiet):
+    """Train FE2E or MESM end to end on shards (directories, files or brace patterns).
+
+    \b
+    Examples:
+      mer train shards/ --model fe2e --out runs/fe2e
+      mer train shards/ --model mesm --top-p 0.5 --out runs/mesm
+      mer train shards/ --modalities a --epochs 10 --out runs/audio-only
+      mer train --resume runs/fe2e          # continue a killed or finished run
+    """
+    from model.train import TrainConfig, train
+
+    if bool(run) == bool(resume_run):
+        raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
+    if run and not shards:
+        raise click.UsageError("give the SHARDS to train on")
+    modalities = _modalities(modalities)
+    config = TrainConfig(shards=list(shards), model=model_kind, modalities=modalities, top_p=top_p,
+                         epochs=epochs or TrainConfig.epochs,
+                         batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
+                         text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
+                         device=device, amp=amp, workers=workers, seed=seed)
+    folder = run or resume_run
+    try:
+        train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=not quiet,
+              log=lambda m: click.echo(m, err=True))
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    if evaluate_split:
+        _evaluate_and_print(folder, None, evaluate_split, None, None, quiet)
+
+
+@main.command("evaluate")
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("shards", nargs=-1, required=False)
+@click.option("--split", default="test", show_default=True)
+@click.option("--epoch", default=None, type=click.IntRange(1), help="[default: the run's best epoch]")
+@click.option("--device", default=None, help="[default: the run's device]")
+@click.option("--workers", default=None, type=click.IntRange(0), help="[default: the run's]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def evaluate_command(run, shards, split, epoch, device, workers, quiet):
+    """Evaluate a run's best epoch on a split (thresholds tuned on validation F1).
+
+    SHARDS default to those the run was trained on. Writes RUN/eval-SPLIT/metrics.{json,md}
+    and scores.parquet, and prints the tables (each names its metric).
+
+    \b
+    Example:
+      mer evaluate runs/fe2e shards/ --split test
+    """
+    _evaluate_and_print(run, list(shards) or None, split, epoch, device, quiet, workers=workers)
+
+
+def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None):
+    from model.evaluate import evaluate
+    from model.report import terminal_table
+
+    try:
+        metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
+                           progress=not quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(terminal_table(metrics))
+    click.echo(f"written: {Path(run) / f'eval-{split}'}/metrics.md, metrics.json, scores.parquet", err=True)
+
+
+def _modalities(value: str) -> str:
+    chosen = "".join(m for m in "tav" if m in value)
+    if not chosen or set(value) - set("tav"):
+        raise click.BadParameter(f"expected a non-empty subset of t, a, v; got {value!r}", param_hint="--modalities")
+    return chosen
+
+
+@main.command("validate")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the full report as JSON (schemas/validation-report.schema.json).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a self-contained HTML report with figures.")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too (exit status 1).")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Worker processes of the local Dask cluster [default: CPU count].")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--av-threshold-ms", default=100.0, show_default=True, type=click.FloatRange(min=0),
+              help="Flag recordings whose audio-video offset exceeds this.")
+@click.option("--no-av-sync", is_flag=True, help="Skip the audio-video offset estimation (shards).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def validate_command(path, json_path, html_path, strict, workers, scheduler, av_threshold_ms, no_av_sync, quiet):
+    """Audit a raw IEMOCAP or CMU-MOSEI release, or a shard folder, for alignment and integrity.
+
+    PATH is detected: a shard folder (dataset.json or *.tar in it) or a raw release. Prints a
+    summary table; every finding names its kind, file, line and utterance id. See
+    docs/validation.md for the checks and tolerances. Exit status: 0 when nothing is wrong,
+    1 when errors were found (or, with --strict, warnings), 2 for a usage error.
+
+    \b
+    Examples:
+      mer validate shards/ --json report.json --html report.html
+      mer validate IEMOCAP_full_release/ --workers 8
+      mer validate CMU_MOSEI/ --strict
+      mer validate shards/ --av-threshold-ms 66 --scheduler tcp://10.0.0.5:8786
+    """
+    from mer_data.validation import ValidateOptions
+    from mer_data.validation.summary import render_summary
+    from pipelines.validate import NotAValidationTarget, validate
+
+    if workers and scheduler:
+        raise click.UsageError("give --workers or --scheduler, not both")
+    options = ValidateOptions(strict=strict, av_sync=not no_av_sync, av_threshold_s=av_threshold_ms / 1000)
+    try:
+        report = validate(path, options, workers=workers or os.cpu_count(), scheduler=scheduler,
+                          progress=not quiet)
+    except NotAValidationTarget as exc:
+        raise click.UsageError(str(exc))
+    data = report.to_dict()
+    click.echo(render_summary(data))
+    _write_validation_outputs(data, json_path, html_path)
+    sys.exit(0 if report.ok else 1)
+
+
+def _write_validation_outputs(data: dict, json_path: Path | None, html_path: Path | None) -> None:
+    import json
+
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+        click.echo(f"JSON report: {json_path}", err=True)
+    if html_path:
+        from mer_data.validation.html import render_html
+
+        render_html(data, html_path)
+        click.echo(f"HTML report: {html_path}", err=True)
+
+
 @main.command()
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--workers", default=None, type=click.IntRange(1), help="[default: CPU count]")
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo(out, workers, seed):
-    """Synthesize a small IEMOCAP release and convert it (leave-session-5-out split).
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0),
+              help="Epochs of the demo's FE2E training run (0: stop after validation).")
+def demo(out, workers, seed, epochs):
+    """The whole job on an embedded default: synth -> convert -> validate -> train -> evaluate.
 
     The embedded default: 5 sessions x 2 dialogs x 24 utterances of synthetic speech, faces and
-    transcripts in the real release layout, written to OUT/raw, converted to OUT/shards.
+    transcripts in the real release layout, written to OUT/raw, converted to OUT/shards
+    (leave-session-5-out split), audited (OUT/validation.html), and a short FE2E training run
+    (OUT/run) evaluated on the test split with the paper's metrics.
     """
     from mer_data.synth.iemocap import synth_iemocap
     from pipelines.convert import plan_iemocap
     from pipelines.options import ConvertOptions
 
+    workers = workers or os.cpu_count()
     raw = synth_iemocap(out / "raw", seed=seed, progress=True)
-    click.echo(f"[1/2] synthetic IEMOCAP release: {raw}")
+    click.echo(f"[1/4] synthetic IEMOCAP release: {raw}")
     options = ConvertOptions(corpus="iemocap", split="session:5")
     report = _run(plan_iemocap(raw, options), out / "shards", options, workers, scheduler=None, overwrite=True,
                   quiet=False)
-    click.echo(f"[2/2] shards: {report.out}  (index: index.parquet, card: dataset.json)")
+    click.echo(f"[2/4] shards: {report.out}  (index: index.parquet, card: dataset.json)")
+    _demo_validate(report.out, out, workers)
+    if epochs:
+        _demo_train(report.out, out / "run", epochs, seed)
+
+
+def _demo_validate(shards: Path, out: Path, workers: int) -> None:
+    from mer_data.validation import ValidateOptions
+    from mer_data.validation.summary import render_summary
+    from pipelines.validate import validate
+
+    data = validate(shards, ValidateOptions(), workers=workers, progress=True).to_dict()
+    click.echo(render_summary(data))
+    _write_validation_outputs(data, out / "validation.json", out / "validation.html")
+    click.echo(f"[3/4] validation: {'ok' if data['ok'] else 'PROBLEMS FOUND'} (report: {out / 'validation.html'})")
+
+
+def _demo_train(shards: Path, run: Path, epochs: int, seed: int) -> None:
+    import shutil
+
+    from model.train import TrainConfig, train
+
+    if run.exists():
+        shutil.rmtree(run)   # the demo starts over, like its conversion (--overwrite)
+    config = TrainConfig(shards=[str(shards)], model="fe2e", modalities="tav", epochs=epochs, seed=seed)
+    train(config, run, progress=True, log=lambda m: click.echo(m, err=True))
+    click.echo(f"[4/4] FE2E trained {epochs} epochs: {run}; evaluation on the test split:")
+    _evaluate_and_print(run, None, "test", None, None, quiet=False)
 
 
 if __name__ == "__main__":
