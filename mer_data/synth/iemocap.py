@@ -138,7 +138,7 @@ def synth_iemocap(out: Path, *, sessions: Sequence[int] = (1, 2, 3, 4, 5), dialo
                           utterances_per_dialog=utterances_per_dialog, seed=seed, ids_from=ids_from,
                           av_offsets=av_offsets)
     out = Path(out)
-    root = _prepare_output(out)
+    root = prepare_release_dir(out, RELEASE_DIR)
     lines = _write_annotations(scripts, root, seed)
     media = _render_all(scripts, root, frame_size, engine, progress)
     options = {
@@ -198,10 +198,10 @@ def _checked_offsets(av_offsets: Mapping[str, float] | None, names: list[str]) -
     return {name: float(given.get(name, 0.0)) for name in names}
 
 
-def _prepare_output(out: Path) -> Path:
-    """The empty release root. A previous synthetic corpus (it has a truth file) is replaced;
-    anything else is left alone, so that a real release is never overwritten."""
-    root = out / RELEASE_DIR
+def prepare_release_dir(out: Path, release_dir: str) -> Path:
+    """The empty folder `out/release_dir`. A previous synthetic corpus (it has a truth file beside
+    it) is replaced; anything else is left alone, so that a real release is never overwritten."""
+    root = out / release_dir
     if root.exists() and any(root.iterdir()):
         if not (out / TRUTH_FILE).is_file():
             raise FileExistsError(f"{root} exists and is not a synthetic corpus (no {TRUTH_FILE} beside it)")

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,6 +49,7 @@ from tqdm import tqdm
 
 import mer_data
 from mer_data.corpora.mosei import AUDIO_DIR, CSD_FILE_NAME, MOSEI_EMOTIONS, TRANSCRIPT_DIR, VIDEO_DIR, mosei_label
+from mer_data.synth.iemocap import TRUTH_FILE, prepare_release_dir
 from mer_data.synth.mosei_files import MTURK_BATCH_FILES, LabelsOnlyVideo, write_csd, write_mturk, write_transcript
 from mer_data.synth.mosei_labels import averaged, csd_row
 from mer_data.synth.mosei_plan import LONG_FORMAT, ReleasePlan, plan_release, stable_hash
@@ -60,7 +60,6 @@ from mer_data.synth.voice import SAMPLE_RATE, resolve_voice
 RELEASE_DIR = "CMU_MOSEI"
 RAW_DIR = "Raw"
 LABELS_DIR = "Labels"
-TRUTH_FILE = "synth_truth.json"
 CSD_REL = f"../{LABELS_DIR}/{CSD_FILE_NAME}"  # relative to Raw/, as the reader names it
 MTURK_REL = tuple(f"{LABELS_DIR}/{name}" for name in MTURK_BATCH_FILES)
 # Below this many pixels to render (about a second of work), starting worker processes (each
@@ -93,14 +92,8 @@ def synth_mosei(out: Path, *, videos: int | None = None, seed: int = 0, ids_from
 
 
 def _prepare_output(out: Path) -> Path:
-    """The empty Raw/ directory. A previous synthetic corpus (it has a truth file) is replaced;
-    anything else is left alone, so that a real release is never overwritten."""
-    release = out / RELEASE_DIR
-    if release.exists() and any(release.iterdir()):
-        if not (out / TRUTH_FILE).is_file():
-            raise FileExistsError(f"{release} exists and is not a synthetic corpus (no {TRUTH_FILE} beside it)")
-        shutil.rmtree(release)
-    raw = release / RAW_DIR
+    """The empty Raw/ directory of a fresh synthetic release (see prepare_release_dir)."""
+    raw = prepare_release_dir(out, RELEASE_DIR) / RAW_DIR
     raw.mkdir(parents=True, exist_ok=True)
     return raw
 
