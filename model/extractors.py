@@ -140,11 +140,15 @@ class SparseCNNExtractor(CNNExtractor):
     make_block = SparseBlock
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], convs_per_block: int, *, text_dim: int,
-                 attention_dim: int = 32, top_p: float = 0.5, nucleus_per_level: bool = True):
+                 attention_dim: int = 32, top_p: float = 0.5, nucleus_per_level: bool = True,
+                 selection_cell: int = 2):
         super().__init__(in_channels, channels, convs_per_block)
+        if selection_cell < 1:
+            raise ValueError(f"selection_cell must be >= 1, got {selection_cell}")
         self.attention = CrossModalAttention(channels[0], text_dim, attention_dim)
         self.top_p = top_p
         self.nucleus_per_level = nucleus_per_level
+        self.selection_cell = selection_cell
         self.last_active_fractions: list[float] = []
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,8 +157,7 @@ class SparseCNNExtractor(CNNExtractor):
                              f" ({images.shape[0]} images, text {None if text is None else tuple(text.shape)})")
         x = self.stem(channels_last_strides(images))
         attention = self.attention(x, text)                            # [n, H, W]
-        mask = top_p_mask(attention.flatten(1), self.top_p).view_as(attention)
-        active = ActiveSet.from_mask(mask)
+        active = ActiveSet.from_mask(self._select(attention))
         # Weighted by attention * positions: uniform attention leaves the features unchanged in scale.
         weights = attention.reshape(-1).index_select(0, active.flat_index) * attention[0].numel()
         sparse = SparseMap(gather_sites(x, active) * weights.unsqueeze(1).to(x.dtype), active)
@@ -168,6 +171,23 @@ class SparseCNNExtractor(CNNExtractor):
             fractions.append(self._fraction(sparse))
         self.last_active_fractions = fractions
         return global_average_pool(sparse)
+
+    def _select(self, attention: torch.Tensor) -> torch.Tensor:
+        """Top-p over cells of selection_cell x selection_cell positions (their summed attention).
+
+        Selecting single positions keeps a scattered set while the attention is still diffuse (early
+        in training): a 3x3 submanifold convolution then finds few kept neighbours and sees little
+        spatial structure. Whole cells keep contiguous patches at the same kept share, and with cells
+        of 2 the first pooling's active set is exactly the chosen cells (no re-densification).
+        """
+        cell = self.selection_cell
+        if cell == 1:
+            return top_p_mask(attention.flatten(1), self.top_p).view_as(attention)
+        n, height, width = attention.shape
+        padded = F.pad(attention, (0, -width % cell, 0, -height % cell))    # zeros carry no mass
+        cells = F.avg_pool2d(padded.unsqueeze(1), cell).squeeze(1) * (cell * cell)
+        kept_cells = top_p_mask(cells.flatten(1), self.top_p).view_as(cells)
+        return kept_cells.repeat_interleave(cell, 1).repeat_interleave(cell, 2)[:, :height, :width]
 
     def _keep_nucleus(self, sparse: SparseMap, level_attention: torch.Tensor) -> SparseMap:
         """Keep the active cells inside the top-p nucleus of `level_attention` [n, h, w] (>= 1 per image)."""

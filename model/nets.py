@@ -43,6 +43,7 @@ class Architecture:
     dropout: float = 0.1
     attention_dim: int = 32           # MESM's cross-modal attention projections
     nucleus_per_level: bool = True    # MESM: re-apply top-p after each sparse pooling (extractors.py)
+    selection_cell: int = 2           # MESM: top-p over cells of this many positions squared (extractors.py)
 
     def __post_init__(self):
         self.visual_channels = tuple(int(c) for c in self.visual_channels)
@@ -243,7 +244,8 @@ class MESM(FE2E):
         arch = self.architecture
         return SparseCNNExtractor(in_channels, channels, arch.convs_per_block, text_dim=self.text_dim,
                                   attention_dim=arch.attention_dim, top_p=self._top_p,
-                                  nucleus_per_level=arch.nucleus_per_level)
+                                  nucleus_per_level=arch.nucleus_per_level,
+                                  selection_cell=arch.selection_cell)
 
     def extract(self, batch, modality: str, text_vector: torch.Tensor | None) -> torch.Tensor:
         images, counts = self.images_and_counts(batch, modality)

@@ -150,3 +150,23 @@ def test_text_vector_is_the_first_token_of_the_encoder(encoder_dir, batch):
     expected = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[:, 0]
     torch.testing.assert_close(model.encode_text(batch), expected)
     assert isinstance(MESM(LABELS, "tav", encoder, architecture=TINY, top_p=0.4), FE2E)
+
+
+def test_mesm_selects_whole_cells_holding_the_attention_nucleus():
+    from model.extractors import SparseCNNExtractor
+    from model.sparse import top_p_mask
+
+    extractor = SparseCNNExtractor(3, (4, 8), 1, text_dim=8, top_p=0.5, selection_cell=2)
+    generator = torch.Generator().manual_seed(0)
+    attention = torch.softmax(torch.randn(3, 7, 6, generator=generator).flatten(1), 1).view(3, 7, 6)
+    mask = extractor._select(attention)
+    assert mask.shape == attention.shape
+    # Summed attention of the 2x2 cells (the odd last row padded with zero mass), by hand.
+    padded = torch.zeros(3, 8, 6)
+    padded[:, :7] = attention
+    cells = padded.view(3, 4, 2, 3, 2).sum(dim=(2, 4))
+    expected_cells = top_p_mask(cells.flatten(1), 0.5).view(3, 4, 3)
+    expected = expected_cells.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :7]
+    assert torch.equal(mask, expected)
+    single = SparseCNNExtractor(3, (4, 8), 1, text_dim=8, top_p=0.5, selection_cell=1)._select(attention)
+    assert torch.equal(single, top_p_mask(attention.flatten(1), 0.5).view_as(attention))
