@@ -380,4 +380,15 @@ def loader_over(dataset: wds.DataPipeline, *, shards: list[str], label_names: tu
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return ShardLoader(dataset, shards=shards, label_names=label_names, num_workers=workers,
                        persistent_workers=workers > 0 and persistent, pin_memory=pin_memory,
-                       worker_init_fn=_limit_worker_threads if workers > 0 else None)
+                       worker_init_fn=_limit_worker_threads if workers > 0 else None,
+                       multiprocessing_context=_worker_context() if workers > 0 else None)
+
+
+def _worker_context():
+    """forkserver where the platform has it: a plainly forked worker inherits this process's thread
+    pools, and once OpenCV's pool has run here (the face detector, say) a forked worker hangs
+    forever in its first OpenCV call (seen with gdb). Workers from the fork server start clean."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else methods[0])

