@@ -128,13 +128,15 @@ def test_damaged_tars_and_samples_are_each_named_once(small_shards, tmp_path):
     t0, t1, t2, t3 = keys_of(test0)
     test0 = replace_member(test0, f"{t0}.mp4", b"\x00\x00\x00\x18ftypisom, then nothing")
     test0 = edit_json(test0, t1, lambda meta: meta.update(end=meta["end"] + 1.0))
-    test0 = edit_json(test0, t2, lambda meta: meta["faces"].update(
-        detection_rate=0.0, frames=[dict(frame, box=None) for frame in meta["faces"]["frames"]]))
+    test0 = edit_json(test0, t2, lambda meta: (meta["faces"].update(
+        detection_rate=0.0, frames=[dict(frame, box=None) for frame in meta["faces"]["frames"]]),
+        meta["video"].update(is_black=True, black_fraction=1.0)))
     test0 = replace_member(test0, f"{t3}.txt", b"words nobody said")
     write_members(folder / "test-000000.tar", test0)
     expected.update({("undecodable-video", "test-000000.tar", None, t0): 1,
                      ("duration-mismatch", "test-000000.tar", None, t1): 1,
                      ("low-face-detection-rate", "test-000000.tar", None, t2): 1,
+                     ("black-video", "test-000000.tar", None, t2): 1,
                      ("text-mismatch", "test-000000.tar", None, t3): 1,
                      ("checksum-mismatch", "test-000000.tar", None, None): 1})
 
@@ -162,7 +164,8 @@ def test_damaged_tars_and_samples_are_each_named_once(small_shards, tmp_path):
     assert card_counts.details["differences"]["counts.total"] == {"card": 11, "found": 12}
     duration = next(f for f in report.findings if f.kind == "duration-mismatch")
     assert "interval and audio differ by 1.000 s" in duration.message
-    assert all(f.severity == "error" for f in report.findings if f.kind != "low-face-detection-rate")
+    assert all(f.severity == "error" for f in report.findings
+               if f.kind not in ("low-face-detection-rate", "black-video"))
 
 
 def test_side_files_that_disagree_are_each_named(small_shards, tmp_path):

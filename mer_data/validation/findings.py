@@ -65,6 +65,7 @@ KINDS: dict[str, Kind] = {
     "video-metadata-mismatch": Kind("error", "decoded video differs from its metadata (frames, size)"),
     "duration-mismatch": Kind("error", "audio, video and annotated interval of a sample differ in length"),
     "low-face-detection-rate": Kind("warning", "few of a sample's sampled frames hold a detected face"),
+    "black-video": Kind("warning", "the converter flagged a sample's video as black (video.is_black)"),
     "split-impure-shard": Kind("error", "a sample whose split differs from its shard's"),
     "index-mismatch": Kind("error", "index.parquet disagrees with the shards"),
     "card-invalid": Kind("error", "dataset.json breaks its schema or does not add up"),

@@ -244,7 +244,18 @@ def _check_sample(sample: _Sample, facts: SampleFacts, shard: str, workdir: Path
                                     f"a face was found in {facts.face_rate:.0%} of the sampled frames "
                                     f"(threshold {options.face_rate_threshold:.0%})",
                                     file=shard, id=key, rate=facts.face_rate))
+        _check_black(meta, key, shard, findings)
     return meta
+
+
+def _check_black(meta: dict, key: str, shard: str, findings: list[Finding]) -> None:
+    """The converter flags clips whose sampled frames are black (metadata `video.is_black`)."""
+    video = meta.get("video") or {}
+    if video.get("is_black"):
+        fraction = video.get("black_fraction")
+        share = f"{fraction:.0%} of" if isinstance(fraction, (int, float)) else "all"
+        findings.append(finding("black-video", f"{share} the sampled frames are black", file=shard, id=key,
+                                black_fraction=fraction))
 
 
 def _metadata(data: bytes, key: str, shard: str, findings: list[Finding]) -> dict | None:
