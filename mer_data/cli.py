@@ -300,12 +300,14 @@ def _bytes(value: str) -> int:
 @click.option("--out", "run", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Continue the run in this folder (its stored options are used).")
+@click.option("--init-from", type=click.Path(file_okay=False, exists=True),
+              help="Start from this run's best weights where names and shapes agree (e.g. MESM from FE2E).")
 @click.option("--evaluate-split", default="test", show_default=True,
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
-                  evaluate_split, quiet):
+                  init_from, evaluate_split, quiet):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns).
 
     \b
@@ -326,7 +328,7 @@ def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr,
                          epochs=epochs or TrainConfig.epochs,
                          batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
-                         device=device, amp=amp, workers=workers, seed=seed)
+                         device=device, amp=amp, workers=workers, seed=seed, init_from=init_from)
     folder = run or resume_run
     try:
         train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=not quiet,

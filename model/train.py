@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     model_options: dict = field(default_factory=dict)   # extra keyword arguments of model.nets.build_model
+    init_from: str | None = None             # a run folder: start from its best epoch's weights (shared names)
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
 
@@ -86,6 +87,24 @@ def make_model(config: TrainConfig) -> nn.Module:
 
     return build_model(config.model, tuple(config.label_names), modalities=config.modalities,
                        text_encoder=config.text_encoder, top_p=config.top_p, **config.model_options)
+
+
+def initialise_from(model: nn.Module, source_run: Path, device) -> str:
+    """Copy the weights of `source_run`'s best epoch into `model` wherever names and shapes agree.
+
+    E.g. MESM from a trained FE2E: the CNNs, transformers, text encoder and heads carry over and only
+    MESM's cross-modal attention starts fresh. Returns a line saying what was and was not copied.
+    """
+    source_state = ckpt.load_state(source_run)
+    if not source_state.best_epoch:
+        raise ValueError(f"--init-from {source_run}: that run has no finished epoch")
+    weights = ckpt.load_checkpoint(ckpt.checkpoint_path(source_run, source_state.best_epoch), map_location=device)
+    own = model.state_dict()
+    usable = {k: v for k, v in weights["model"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    fresh = sorted(set(own) - set(usable))
+    return (f"initialised {len(usable)} of {len(own)} tensors from {source_run} epoch {source_state.best_epoch}"
+            + (f"; fresh: {', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh}))}" if fresh else ""))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -196,6 +215,8 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.text_encoder)
     model = make_model(config).to(config.device)
+    if config.init_from and not state.epochs_done:
+        log(initialise_from(model, Path(config.init_from), config.device))
     if not resume:
         # The resolved architecture (every size, not only those given) is stored, so evaluate and
         # --resume rebuild the same nets even if the package's defaults change later.

@@ -137,3 +137,20 @@ def test_cli_train_resume_and_evaluate(training_shards, tiny_encoder, tmp_path):
     assert "F1" in result.output and (run / "eval-test" / "metrics.json").is_file()
     bad = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "tx", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "subset of t, a, v" in bad.output
+
+
+def test_mesm_can_start_from_a_trained_fe2e(training_shards, tiny_encoder, tmp_path):
+    from model.checkpoint import checkpoint_path, load_checkpoint
+    from model.train import initialise_from, make_model, resolve_labels, train
+
+    fe2e = tmp_path / "fe2e"
+    train(_config(training_shards, tiny_encoder, epochs=1), fe2e, progress=False, log=lambda m: None)
+    mesm = make_model(resolve_labels(_config(training_shards, tiny_encoder, model="mesm")))
+    message = initialise_from(mesm, fe2e, "cpu")
+    trained = load_checkpoint(checkpoint_path(fe2e, 1))["model"]
+    state = mesm.state_dict()
+    shared = [k for k in trained if k in state]
+    assert shared and all(torch.equal(state[k], trained[k]) for k in shared)
+    fresh = set(state) - set(trained)
+    assert fresh and all(".attention." in k for k in fresh)     # only MESM's cross-modal attention is new
+    assert "fresh: " in message and "attention" in message
