@@ -188,32 +188,23 @@ def mean_f1(metrics: dict) -> float:
     return float(metrics["mean"]["f1"])
 
 
-def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs: int | None = None,
-          progress: bool = True, log=print) -> ckpt.RunState:
-    """Train (or resume) a run in folder `run`; returns its final state. See the module docstring.
-
-    With resume=True the stored config is used and `config` is ignored; `epochs` may raise the
-    stored epoch budget (train a finished run further).
-    """
-    from model.text import load_tokenizer
-
-    run = Path(run)
+def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None) -> TrainConfig:
+    """The run's config: the stored one when resuming (with a raised epoch budget), else the given one."""
     if resume:
         if not (run / ckpt.CONFIG).is_file():
             raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}) to resume")
-        config = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
-        if epochs is not None and epochs != config.epochs:
-            config.epochs = epochs
-            ckpt.write_json(run / ckpt.CONFIG, asdict(config))
-    else:
-        if (run / ckpt.CONFIG).exists():
-            raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
-        config = resolve_labels(config)
-    state = ckpt.load_state(run)
-    if resume and epochs is not None and state.stopped_early:
-        state.stopped_early = False   # an explicit new budget overrides an earlier early stop
-    seed_everything(config.seed)
-    tokenizer = load_tokenizer(config.text_encoder)
+        stored = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+        if epochs is not None and epochs != stored.epochs:
+            stored.epochs = epochs
+            ckpt.write_json(run / ckpt.CONFIG, asdict(stored))
+        return stored
+    if (run / ckpt.CONFIG).exists():
+        raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
+    return resolve_labels(config)
+
+
+def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, resume: bool, log):
+    """(model, optimizer): fresh (and written to config.json) for a new run, from the last checkpoint otherwise."""
     model = make_model(config).to(config.device)
     if config.init_from and not state.epochs_done:
         log(initialise_from(model, Path(config.init_from), config.device))
@@ -229,6 +220,26 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
         optimizer.load_state_dict(restored["optimizer"])
         torch.set_rng_state(restored["rng_cpu"])
         log(f"resumed {run} after epoch {state.epochs_done} (best epoch {state.best_epoch})")
+    return model, optimizer
+
+
+def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs: int | None = None,
+          progress: bool = True, log=print) -> ckpt.RunState:
+    """Train (or resume) a run in folder `run`; returns its final state. See the module docstring.
+
+    With resume=True the stored config is used and `config` is ignored; `epochs` may raise the
+    stored epoch budget (train a finished run further).
+    """
+    from model.text import load_tokenizer
+
+    run = Path(run)
+    config = open_run_config(config, run, resume=resume, epochs=epochs)
+    state = ckpt.load_state(run)
+    if resume and epochs is not None and state.stopped_early:
+        state.stopped_early = False   # an explicit new budget overrides an earlier early stop
+    seed_everything(config.seed)
+    tokenizer = load_tokenizer(config.text_encoder)
+    model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)
     scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
     bar = _progress_bar if progress else _no_bar
 
