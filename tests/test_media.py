@@ -266,10 +266,16 @@ def test_cutting_twice_gives_identical_bytes(sources, cut, tmp_path):
 
 # --- problems --------------------------------------------------------------------------------
 
-def test_truncated_video_rejects_only_the_utterances_past_the_cut(sources, tmp_path):
+@pytest.fixture
+def truncated(sources, tmp_path) -> Path:
+    """The source video cut to its first 60% of bytes (roughly the first 100 frames)."""
     data = sources["video"].read_bytes()
-    truncated = tmp_path / "truncated.avi"
-    truncated.write_bytes(data[: int(len(data) * 0.6)])  # keeps roughly the first 100 frames
+    path = tmp_path / "truncated.avi"
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path
+
+
+def test_truncated_video_rejects_only_the_utterances_past_the_cut(sources, truncated, tmp_path):
     early, late = CutRequest("early", 0.5, 2.0, "left", 0), CutRequest("late", 4.0, 5.0, "right", 1)
     out_dir = tmp_path / "out"
     results, problems = cut_recording(truncated, sources["audio"], [early, late], out_dir,
@@ -397,10 +403,7 @@ def test_lanes_hold_non_overlapping_utterances_of_one_region():
     assert [[p.key for p in lane] for lane in lanes] == [["a", "b", "d"], ["c"], ["r"]]
 
 
-def test_truncation_inside_a_lane_keeps_the_clips_before_the_cut(sources, tmp_path):
-    data = sources["video"].read_bytes()
-    truncated = tmp_path / "truncated.avi"
-    truncated.write_bytes(data[: int(len(data) * 0.6)])  # keeps roughly the first 100 frames
+def test_truncation_inside_a_lane_keeps_the_clips_before_the_cut(sources, truncated, tmp_path):
     # Same side, no overlap: one encoder lane whose stream is cut off in its second clip.
     early, late = CutRequest("early", 0.5, 2.0, "left", 0), CutRequest("late", 2.5, 5.0, "left", 0)
     out_dir = tmp_path / "out"
