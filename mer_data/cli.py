@@ -380,6 +380,100 @@ def _modalities(value: str) -> str:
     return chosen
 
 
+class _DefaultCommandGroup(click.Group):
+    """A group whose first argument may be a subcommand name or, when it is not, the default command's.
+
+    So `mer features SHARDS FEATS` runs `mer features extract SHARDS FEATS`, while
+    `mer features import-csd ...` runs the importer.
+    """
+
+    default_command = "extract"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_DefaultCommandGroup)
+def features() -> None:
+    """Precomputed features for the two-phase baselines (LF-RNN, LF-Transformer).
+
+    \b
+      mer features SHARDS FEATS              extract features from shards (same as `extract`)
+      mer features import-csd FILES.. FEATS  import CMU Multimodal SDK .csd features
+    """
+
+
+@features.command("extract")
+@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("feats", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
+              help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
+@click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
+              help="HOG and region statistics of the stored face crops over time (OpenCV).")
+@click.option("--text", type=click.Choice(["encoder", "none"]), default="encoder", show_default=True,
+              help="Token embeddings of a frozen text encoder.")
+@click.option("--text-encoder", default=None,
+              help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Local Dask workers [default: CPU count].")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming an unfinished FEATS.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def features_extract_command(shards, feats, audio, visual, text, text_encoder, workers, scheduler, overwrite, quiet):
+    """Extract per-utterance feature sequences from SHARDS into per-split Parquet tables in FEATS."""
+    from pipelines.features import FeatureOptions, extract_features
+
+    options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
+    report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                              progress=not quiet)
+    click.echo(report.summary())
+    sys.exit(EXIT_REJECTED if report.errors else 0)
+
+
+@features.command("import-csd")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("feats", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The shard folder whose utterances (ids, intervals, splits, labels) the features are aligned to.")
+@click.option("--role", "roles", multiple=True, metavar="NAME=t|a|v",
+              help="The modality of a sequence whose name is not a known SDK feature set (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing FEATS.")
+def features_import_csd_command(files, feats, shards, roles, overwrite):
+    """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
+    from mer_data.features.csd import import_csd
+
+    report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
+                        log=lambda m: click.echo(m, err=True))
+    click.echo(report.summary())
+    sys.exit(EXIT_REJECTED if report.errors else 0)
+
+
+def _roles(values) -> dict[str, str]:
+    roles = {}
+    for value in values:
+        name, _, role = value.partition("=")
+        if not name or role not in ("t", "a", "v"):
+            raise click.BadParameter(f"expected NAME=t, NAME=a or NAME=v, got {value!r}", param_hint="--role")
+        roles[name] = role
+    return roles
+
+
+@main.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="The evaluated split to compare.")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for compare.md, compare.html and compare.json  [default: print only]")
+def compare_command(runs, split, out):
+    """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s."""
+    from model.compare import compare_runs
+
+    comparison = compare_runs(list(runs), split=split, out=out)
+    click.echo(comparison.markdown)
+    if out:
+        click.echo(f"written: {out / 'compare.md'}, {out / 'compare.html'}, {out / 'compare.json'}", err=True)
+
+
 @main.command("validate")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),

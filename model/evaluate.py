@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from model import checkpoint as ckpt
-from model.train import TrainConfig, _no_bar, _progress_bar, make_loader, make_model, predict
+from model.train import TrainConfig, _no_bar, _progress_bar, make_loader, make_model, predict, tokenizer_for
 
 
 def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
@@ -39,10 +39,8 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     """Evaluate a run on `split`; writes RUN/eval-<split>/ and returns the metrics dict."""
     from model.metrics import evaluate_scores
     from model.report import write_report
-    from model.text import load_tokenizer
-
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch)
-    tokenizer = load_tokenizer(config.text_encoder)
+    tokenizer = tokenizer_for(config)
     bar = _progress_bar if progress else _no_bar
     valid = predict(model, make_loader(config, "valid", tokenizer, train=False), config, bar, "valid")
     tested = valid if split == "valid" else predict(model, make_loader(config, split, tokenizer, train=False),

@@ -119,6 +119,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
+def tokenizer_for(config: TrainConfig):
+    """The tokenizer the run's loader needs (the text encoder's)."""
+    from model.text import load_tokenizer
+
+    return load_tokenizer(config.text_encoder)
+
+
 def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoch: int = 0):
     from model.data import make_loader as data_loader
 
@@ -230,15 +237,13 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
     With resume=True the stored config is used and `config` is ignored; `epochs` may raise the
     stored epoch budget (train a finished run further).
     """
-    from model.text import load_tokenizer
-
     run = Path(run)
     config = open_run_config(config, run, resume=resume, epochs=epochs)
     state = ckpt.load_state(run)
     if resume and epochs is not None and state.stopped_early:
         state.stopped_early = False   # an explicit new budget overrides an earlier early stop
     seed_everything(config.seed)
-    tokenizer = load_tokenizer(config.text_encoder)
+    tokenizer = tokenizer_for(config)
     model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)
     scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
     bar = _progress_bar if progress else _no_bar

@@ -12,6 +12,7 @@ from typing import Any
 
 SAMPLE_SCHEMA_VERSION = "1.0"
 DATASET_SCHEMA_VERSION = "1.0"
+FEATURES_SCHEMA_VERSION = "1.0"
 
 
 @lru_cache(maxsize=None)
