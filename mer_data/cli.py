@@ -7,6 +7,9 @@
     mer validate PATH            -> pipelines.validate.validate
     mer train SHARDS --out RUN   -> model.train.train
     mer evaluate RUN             -> model.evaluate.evaluate
+    mer features SHARDS FEATS    -> pipelines.features.extract_features
+    mer features import-csd ..   -> mer_data.features.csd.import_csd
+    mer compare RUN..            -> model.compare.compare_runs
     mer demo                     -> all of them, on an embedded synthetic default
 """
 from __future__ import annotations
@@ -36,6 +39,9 @@ def main() -> None:
       mer convert iemocap RAW/ SHARDS/          # raw release -> shards (Dask)
       mer validate SHARDS/ --html report.html   # audit a release or shards
       mer train SHARDS/ --out RUN/              # FE2E / MESM end to end (evaluates on test at the end)
+      mer features SHARDS/ FEATS/               # precomputed features for the two-phase baselines
+      mer train FEATS/ --model lf-rnn --out B/  # LF-RNN / LF-Transformer on those features
+      mer compare RUN/ B/ --out CMP/            # end-to-end vs two-phase: one table and a bar plot
     """
 
 
@@ -541,13 +547,17 @@ def _write_validation_outputs(data: dict, json_path: Path | None, html_path: Pat
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(0),
               help="Epochs of the demo's FE2E training run (0: stop after validation).")
-def demo(out, workers, seed, epochs):
-    """The whole job on an embedded default: synth -> convert -> validate -> train -> evaluate.
+@click.option("--baseline-epochs", default=30, show_default=True, type=click.IntRange(1),
+              help="Epoch budget of the two-phase baselines (they stop early on validation).")
+def demo(out, workers, seed, epochs, baseline_epochs):
+    """The whole job on an embedded default: synth -> convert -> validate -> train -> compare.
 
     The embedded default: 5 sessions x 2 dialogs x 24 utterances of synthetic speech, faces and
     transcripts in the real release layout, written to OUT/raw, converted to OUT/shards
-    (leave-session-5-out split), audited (OUT/validation.html), and a short FE2E training run
-    (OUT/run) evaluated on the test split with the paper's metrics.
+    (leave-session-5-out split), audited (OUT/validation.html), a short FE2E training run
+    (OUT/run) evaluated on the test split with the paper's metrics, then the two-phase side:
+    features (OUT/feats), LF-RNN and LF-Transformer (OUT/lf-rnn, OUT/lf-transformer), and the
+    comparison of all three (OUT/compare/compare.md and compare.html).
     """
     from mer_data.synth.iemocap import synth_iemocap
     from pipelines.convert import plan_iemocap
@@ -555,14 +565,19 @@ def demo(out, workers, seed, epochs):
 
     workers = workers or os.cpu_count()
     raw = synth_iemocap(out / "raw", seed=seed, progress=True)
-    click.echo(f"[1/4] synthetic IEMOCAP release: {raw}")
+    click.echo(f"[1/6] synthetic IEMOCAP release: {raw}")
     options = ConvertOptions(corpus="iemocap", split="session:5")
     report = _run(plan_iemocap(raw, options), out / "shards", options, workers, scheduler=None, overwrite=True,
                   quiet=False)
-    click.echo(f"[2/4] shards: {report.out}  (index: index.parquet, card: dataset.json)")
+    click.echo(f"[2/6] shards: {report.out}  (index: index.parquet, card: dataset.json)")
     _demo_validate(report.out, out, workers)
-    if epochs:
-        _demo_train(report.out, out / "run", epochs, seed)
+    if not epochs:
+        return
+    _demo_train(report.out, out / "run", epochs, seed)
+    feats = _demo_features(report.out, out / "feats", workers)
+    baselines = [_demo_train_baseline(feats, out / kind, kind, baseline_epochs, seed)
+                 for kind in ("lf-rnn", "lf-transformer")]
+    _demo_compare([out / "run", *baselines], out / "compare")
 
 
 def _demo_validate(shards: Path, out: Path, workers: int) -> None:
@@ -573,20 +588,52 @@ def _demo_validate(shards: Path, out: Path, workers: int) -> None:
     data = validate(shards, ValidateOptions(), workers=workers, progress=True).to_dict()
     click.echo(render_summary(data))
     _write_validation_outputs(data, out / "validation.json", out / "validation.html")
-    click.echo(f"[3/4] validation: {'ok' if data['ok'] else 'PROBLEMS FOUND'} (report: {out / 'validation.html'})")
+    click.echo(f"[3/6] validation: {'ok' if data['ok'] else 'PROBLEMS FOUND'} (report: {out / 'validation.html'})")
 
 
-def _demo_train(shards: Path, run: Path, epochs: int, seed: int) -> None:
+def _fresh_run_folder(run: Path) -> None:
     import shutil
-
-    from model.train import TrainConfig, train
 
     if run.exists():
         shutil.rmtree(run)   # the demo starts over, like its conversion (--overwrite)
+
+
+def _demo_train(shards: Path, run: Path, epochs: int, seed: int) -> None:
+    from model.train import TrainConfig, train
+
+    _fresh_run_folder(run)
     config = TrainConfig(shards=[str(shards)], model="fe2e", modalities="tav", epochs=epochs, seed=seed)
     train(config, run, progress=True, log=lambda m: click.echo(m, err=True))
-    click.echo(f"[4/4] FE2E trained {epochs} epochs: {run}; evaluation on the test split:")
+    click.echo(f"[4/6] FE2E trained {epochs} epochs: {run}; evaluation on the test split:")
     _evaluate_and_print(run, None, "test", None, None, quiet=False)
+
+
+def _demo_features(shards: Path, feats: Path, workers: int) -> Path:
+    from pipelines.features import FeatureOptions, extract_features
+
+    report = extract_features(shards, feats, FeatureOptions(), workers=workers, overwrite=True, progress=True)
+    click.echo(report.summary())
+    click.echo(f"[5/6] features (eGeMAPS, face appearance, frozen MiniLM tokens): {feats}")
+    return feats
+
+
+def _demo_train_baseline(feats: Path, run: Path, kind: str, epochs: int, seed: int) -> Path:
+    from model.evaluate import evaluate
+    from model.train import TrainConfig, train
+
+    _fresh_run_folder(run)
+    config = TrainConfig(shards=[str(feats)], model=kind, modalities="tav", epochs=epochs, seed=seed)
+    train(config, run, progress=False, log=lambda m: click.echo(f"{kind}: {m}", err=True))
+    evaluate(run, split="test", progress=False)
+    return run
+
+
+def _demo_compare(runs: list[Path], out: Path) -> None:
+    from model.compare import compare_runs
+
+    comparison = compare_runs(runs, split="test", out=out)
+    click.echo(comparison.markdown)
+    click.echo(f"[6/6] end-to-end vs two-phase on the test split: {out / 'compare.md'}, {out / 'compare.html'}")
 
 
 if __name__ == "__main__":
