@@ -4,6 +4,9 @@ The protocol (DESIGN.md §5): the run's best epoch predicts the validation split
 thresholds are chosen there to maximise F1, and those thresholds are applied to the evaluated split.
 Results go to RUN/eval-<split>/ as metrics.json, metrics.md and scores.parquet (every utterance's
 scores and targets, so any other metric can be computed later without the model).
+
+The same for the two-phase baselines (lf-rnn, lf-transformer): the `shards` argument then names a
+FEATS folder, and the normalisation statistics come from the checkpoint (the training split's).
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from model import checkpoint as ckpt
-from model.train import TrainConfig, _no_bar, _progress_bar, make_loader, make_model, predict, tokenizer_for
+from model.train import (TrainConfig, _no_bar, _progress_bar, is_feature_model, make_loader, make_model, predict,
+                         tokenizer_for)
 
 
 def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
@@ -29,7 +33,9 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
     epoch = epoch or state.best_epoch
     if not epoch:
         raise ValueError(f"{run}: no finished epoch to evaluate yet")
-    model = make_model(config).to(config.device)
+    # A baseline's normalisation statistics are buffers of its checkpoint: the placeholders it is
+    # built with are overwritten by the training split's statistics.
+    model = make_model(config, train_statistics=False).to(config.device)
     model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run, epoch), map_location=config.device)["model"])
     return config, model, epoch
 
@@ -50,6 +56,8 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": config.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "corpus": config.corpus}
+    if is_feature_model(config.model):
+        metrics["run"]["features"] = ", ".join(model.input_names)
     out = Path(run) / f"eval-{split}"
     write_report(metrics, out)
     write_scores(out / "scores.parquet", tested, config.label_names)

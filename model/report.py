@@ -62,12 +62,21 @@ PAPER_RESULTS: dict[str, dict[str, PaperRow]] = {
                            "88.7/63.9 89.1/61.9 71.2/57.8 90.0/44.8 79.1/58.4 89.1/65.7 84.5/58.8"),
         "mesm": _paper_row("MESM (p=0.7)", "acc", _PAPER_IEMOCAP_LABELS,
                            "88.2/62.8 88.3/61.2 74.9/58.4 89.5/47.3 77.0/52.0 88.6/62.2 84.4/57.4"),
+        # The paper's late-fusion baselines ran on the SDK's precomputed features, not on ours.
+        "lf-rnn": _paper_row("LF-LSTM (precomputed SDK features)", "acc", _PAPER_IEMOCAP_LABELS,
+                             "71.2/49.4 79.3/57.2 68.2/51.5 67.2/37.6 66.5/47.0 78.2/54.0 71.8/49.5"),
+        "lf-transformer": _paper_row("LF-Transformer (precomputed SDK features)", "acc", _PAPER_IEMOCAP_LABELS,
+                                     "81.9/50.7 85.3/57.3 60.5/49.3 85.2/37.6 72.4/49.7 87.4/57.4 78.8/50.3"),
     },
     MOSEI: {
         "fe2e": _paper_row("FE2E", "wacc", _PAPER_MOSEI_LABELS,
                            "67.0/49.6 77.7/57.1 63.8/26.8 65.4/72.6 65.2/49.0 66.7/29.1 67.6/47.4"),
         "mesm": _paper_row("MESM (p=0.5)", "wacc", _PAPER_MOSEI_LABELS,
                            "66.8/49.3 75.6/56.4 65.8/28.9 64.1/72.3 63.0/46.6 65.7/27.2 66.8/46.8"),
+        "lf-rnn": _paper_row("LF-LSTM (precomputed SDK features)", "wacc", _PAPER_MOSEI_LABELS,
+                             "64.5/47.1 70.5/49.8 61.7/22.2 61.3/73.2 63.4/47.2 57.1/20.6 63.1/43.3"),
+        "lf-transformer": _paper_row("LF-Transformer (precomputed SDK features)", "wacc", _PAPER_MOSEI_LABELS,
+                                     "65.3/47.7 74.4/51.9 62.1/24.0 60.6/72.9 60.1/45.5 62.1/24.2 64.1/44.4"),
     },
 }
 

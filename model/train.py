@@ -6,6 +6,10 @@ checkpoint and the epoch's metrics (model/checkpoint.py); early stopping watches
 mean F1 (thresholds tuned on validation, as the paper's protocol), and the final report evaluates
 the best epoch on the test split. `--resume RUN/` continues a killed or finished run from its last
 complete epoch, with its stored config (the command line's data and model options are ignored).
+
+The two-phase baselines (`--model lf-rnn|lf-transformer`, model/baselines.py) run the same loop on a
+feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/feature_data.py):
+same loss, optimiser, early stopping, checkpoints, resume and metrics.
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ from model import checkpoint as ckpt
 class TrainConfig:
     """Everything a run depends on; stored as RUN/config.json and reused by --resume and evaluate."""
 
-    shards: list[str]
-    model: str = "fe2e"
+    shards: list[str]                        # shard sources; for the baselines: [FEATS]
+    model: str = "fe2e"                      # fe2e, mesm, or a baseline: lf-rnn, lf-transformer
     modalities: str = "tav"
     top_p: float = 0.5
     text_encoder: str | None = None          # name or local path; None: the bundled MiniLM
@@ -44,7 +48,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False
-    model_options: dict = field(default_factory=dict)   # extra keyword arguments of model.nets.build_model
+    model_options: dict = field(default_factory=dict)   # the architecture (nets.Architecture or
+                                                        # baselines.BaselineArchitecture fields)
     init_from: str | None = None             # a run folder: start from its best epoch's weights (shared names)
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
@@ -59,6 +64,7 @@ class EpochResult:
     seconds: float
     train_samples: int
     metrics: dict
+    train_seconds: float = 0.0   # the training pass alone (no validation): samples/s = train_samples / this
 
     def summary(self) -> dict:
         row = asdict(self)
@@ -72,21 +78,59 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_labels(config: TrainConfig) -> TrainConfig:
-    """Fill corpus and label names from the shards' dataset card (model/labels.py)."""
-    from model.labels import label_space_of
+def is_feature_model(kind: str) -> bool:
+    """Whether `kind` is a two-phase baseline trained on a FEATS folder (not on shards)."""
+    from model.baselines import BASELINE_KINDS
 
-    corpus, names = label_space_of(config.shards)
+    return str(kind).lower() in BASELINE_KINDS
+
+
+def resolve_labels(config: TrainConfig) -> TrainConfig:
+    """Fill corpus and label names from the shards' dataset card (model/labels.py), or FEATS' features.json."""
+    if is_feature_model(config.model):
+        from model.feature_data import label_space_of_features
+
+        corpus, names = label_space_of_features(config.shards)
+    else:
+        from model.labels import label_space_of
+
+        corpus, names = label_space_of(config.shards)
     config.corpus = config.corpus or corpus
     config.label_names = list(config.label_names or names)
     return config
 
 
-def make_model(config: TrainConfig) -> nn.Module:
+def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
+    """The run's net. Baselines normalise with the train split's statistics; with train_statistics=False
+    they start with identity statistics instead, for a caller that loads a checkpoint (which holds them)."""
+    if is_feature_model(config.model):
+        return make_feature_model(config, train_statistics=train_statistics)
     from model.nets import build_model
 
     return build_model(config.model, tuple(config.label_names), modalities=config.modalities,
                        text_encoder=config.text_encoder, top_p=config.top_p, **config.model_options)
+
+
+def feature_inputs(config: TrainConfig):
+    """(FEATS, [(modality, dim)], Pooling, BaselineArchitecture) of a baseline run: the inputs stored in
+    its architecture when it has them (resume, evaluate), else those of FEATS selected by role."""
+    from model.baselines import BaselineArchitecture
+    from model.feature_data import Pooling, check_inputs, features_folder, select_modalities
+
+    architecture = BaselineArchitecture.from_options(config.model_options)
+    feats = features_folder(config.shards)
+    inputs = (check_inputs(feats, architecture.inputs) if architecture.inputs
+              else select_modalities(feats, config.modalities))
+    return feats, inputs, Pooling(architecture.pool_seconds, architecture.max_steps), architecture
+
+
+def make_feature_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
+    from model.baselines import build_baseline
+    from model.feature_data import feature_statistics
+
+    feats, inputs, pooling, architecture = feature_inputs(config)
+    statistics = feature_statistics(feats, [name for name, _ in inputs], pooling) if train_statistics else None
+    return build_baseline(config.model, config.label_names, config.modalities, inputs, statistics, architecture)
 
 
 def initialise_from(model: nn.Module, source_run: Path, device) -> str:
@@ -120,13 +164,22 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def tokenizer_for(config: TrainConfig):
-    """The tokenizer the run's loader needs (the text encoder's)."""
+    """The tokenizer the run's loader needs (the text encoder's); None for the baselines (features are precomputed)."""
+    if is_feature_model(config.model):
+        return None
     from model.text import load_tokenizer
 
     return load_tokenizer(config.text_encoder)
 
 
 def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoch: int = 0):
+    if is_feature_model(config.model):
+        from model.feature_data import make_feature_loader
+
+        feats, inputs, pooling, _ = feature_inputs(config)
+        return make_feature_loader(feats, split, [name for name, _ in inputs], pooling,
+                                   label_names=config.label_names, batch_size=config.batch_size, shuffle=train,
+                                   seed=config.seed, epoch=epoch)
     from model.data import make_loader as data_loader
 
     return data_loader(config.shards, split, tokenizer=tokenizer, batch_size=config.batch_size,
@@ -207,6 +260,9 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
         return stored
     if (run / ckpt.CONFIG).exists():
         raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
+    if config.init_from and is_feature_model(config.model):
+        raise ValueError(f"--init-from starts an end-to-end model (fe2e, mesm) from another run; {config.model}"
+                         f" trains from scratch on its features")
     return resolve_labels(config)
 
 
@@ -273,10 +329,12 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
     # as an uninterrupted one would.
     seed_everything(config.seed + epoch)
     train_loss, seen = train_one_epoch(model, train_loader, optimizer, scaler, config, bar)
+    train_seconds = time.perf_counter() - started
     valid = predict(model, valid_loader, config, bar, "valid")
     metrics = validation_metrics(config, valid)
     return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
-                       seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics)
+                       seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics,
+                       train_seconds=train_seconds)
 
 
 def update_state(state: ckpt.RunState, result: EpochResult, patience: int) -> None:
