@@ -283,8 +283,11 @@ def _bytes(value: str) -> int:
 
 @main.command("train")
 @click.argument("shards", nargs=-1, required=False)
-@click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm"]), default="fe2e", show_default=True,
-              help="FE2E: fully end-to-end; MESM: sparse cross-modal attention (Dai et al., 2021).")
+@click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm", "lf-rnn", "lf-transformer"]),
+              default="fe2e", show_default=True,
+              help="FE2E: fully end-to-end; MESM: sparse cross-modal attention (Dai et al., 2021); on SHARDS. "
+                   "LF-RNN (late-fusion LSTMs) or LF-Transformer: two-phase baselines on a FEATS folder "
+                   "(`mer features`), every modality of a chosen role used.")
 @click.option("--modalities", default="tav", show_default=True, help="Any non-empty subset of t (text), a (audio), v (video).")
 @click.option("--top-p", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="MESM: attention mass of the positions kept for the sparse CNN blocks.")
@@ -314,13 +317,15 @@ def _bytes(value: str) -> int:
 def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
                   init_from, evaluate_split, quiet):
-    """Train FE2E or MESM end to end on shards (directories, files or brace patterns).
+    """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
+    or a two-phase baseline (lf-rnn, lf-transformer) on one feature folder FEATS.
 
     \b
     Examples:
       mer train shards/ --model fe2e --out runs/fe2e
       mer train shards/ --model mesm --top-p 0.5 --out runs/mesm
       mer train shards/ --modalities a --epochs 10 --out runs/audio-only
+      mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train --resume runs/fe2e          # continue a killed or finished run
     """
     from model.train import TrainConfig, train
@@ -328,7 +333,7 @@ def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr,
     if bool(run) == bool(resume_run):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
     if run and not shards:
-        raise click.UsageError("give the SHARDS to train on")
+        raise click.UsageError("give the SHARDS (or, for a baseline, the FEATS folder) to train on")
     modalities = _modalities(modalities)
     config = TrainConfig(shards=list(shards), model=model_kind, modalities=modalities, top_p=top_p,
                          epochs=epochs or TrainConfig.epochs,
@@ -424,15 +429,33 @@ def features() -> None:
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local Dask workers [default: CPU count].")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
-@click.option("--overwrite", is_flag=True, help="Start over instead of resuming an unfinished FEATS.")
+@click.option("--overwrite", is_flag=True,
+              help="Start over, replacing FEATS's feature tables (needed when the options or the shards changed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def features_extract_command(shards, feats, audio, visual, text, text_encoder, workers, scheduler, overwrite, quiet):
-    """Extract per-utterance feature sequences from SHARDS into per-split Parquet tables in FEATS."""
-    from pipelines.features import FeatureOptions, extract_features
+    """Extract per-utterance feature sequences from SHARDS into per-split Parquet tables in FEATS.
 
-    options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
-    report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                              progress=not quiet)
+    One Dask task per shard writes FEATS/<split>/part-NNNNNN.parquet; features.json (the card) is
+    written last. Rerun the same command to resume: finished parts are kept. Every sample becomes a
+    row or a line of FEATS/errors.jsonl. See docs/features.md. Exit status: 0, 3 when samples were
+    rejected, 1 on a fatal error.
+
+    \b
+    Examples:
+      mer features shards/ feats/
+      mer features shards/ feats-mfcc/ --audio mfcc --visual none --text none --workers 2
+      mer features shards/ feats/ --text-encoder bert-base-uncased --scheduler tcp://10.0.0.5:8786
+    """
+    from pipelines.features import FeatureOptions, FeatureOutputConflict, extract_features
+
+    if workers and scheduler:
+        raise click.UsageError("give --workers or --scheduler, not both")
+    try:
+        options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
+        report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                                  progress=not quiet)
+    except (FeatureOutputConflict, FileNotFoundError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -449,8 +472,11 @@ def features_import_csd_command(files, feats, shards, roles, overwrite):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
     from mer_data.features.csd import import_csd
 
-    report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
-                        log=lambda m: click.echo(m, err=True))
+    try:
+        report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
+                            log=lambda m: click.echo(m, err=True))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -471,10 +497,24 @@ def _roles(values) -> dict[str, str]:
 @click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for compare.md, compare.html and compare.json  [default: print only]")
 def compare_command(runs, split, out):
-    """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s."""
+    """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s.
+
+    RUNS: run folders of one corpus and label space, end-to-end (fe2e, mesm) and two-phase
+    (lf-rnn, lf-transformer) alike. A run without RUN/eval-SPLIT/metrics.json is evaluated first;
+    each run's cost is measured once and kept in RUN/profile.json. See docs/comparison.md for what
+    each number counts.
+
+    \b
+    Examples:
+      mer compare runs/fe2e runs/mesm runs/lf-rnn runs/lf-transformer --out comparison/
+      mer compare runs/fe2e-* --split valid
+    """
     from model.compare import compare_runs
 
-    comparison = compare_runs(list(runs), split=split, out=out)
+    try:
+        comparison = compare_runs(list(runs), split=split, out=out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
     click.echo(comparison.markdown)
     if out:
         click.echo(f"written: {out / 'compare.md'}, {out / 'compare.html'}, {out / 'compare.json'}", err=True)

@@ -26,7 +26,7 @@ One row per utterance. Columns, in this order:
                                      start (the centre of its analysis window); null where steps have
                                      no times (e.g. text tokens of a frozen encoder)
 
-for every modality m the card lists (audio, visual, text, or imported names such as COVAREP).
+for every modality m the card lists, in name order (audio, text, visual, or imported names such as COVAREP).
 A sequence may be empty (an utterance with no face at all has zero visual steps); the baselines
 treat an empty sequence as a missing modality. The Arrow schema is a function of the card
 (`arrow_schema`), so every part is checked against the card when it is read.
@@ -104,7 +104,9 @@ def arrow_schema(modalities: dict[str, ModalitySpec], label_count: int) -> pa.Sc
     """The Arrow schema every part of a table with these modalities must have."""
     columns = [pa.field(name, type_, nullable=name not in NOT_NULL) for name, type_ in LEADING_COLUMNS.items()]
     columns.append(pa.field("target", pa.list_(pa.float32(), label_count), nullable=False))
-    for name, spec in modalities.items():
+    # Modality columns in name order: the card stores its modalities as a JSON object with sorted
+    # keys, so the schema must not depend on the order a writer happened to build them in.
+    for name, spec in sorted(modalities.items()):
         _check_modality_name(name)
         columns.append(pa.field(name, pa.list_(pa.list_(pa.float32(), spec.dim)), nullable=False))
         columns.append(pa.field(f"{name}_times", pa.list_(pa.float32()), nullable=True))

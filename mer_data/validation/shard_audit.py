@@ -94,7 +94,7 @@ def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
     shard_split = name_match["split"] if name_match else None
     sync = _av_sync_module() if options.av_sync else None
     with tempfile.TemporaryDirectory(prefix="mer-validate-") as workdir:
-        for sample in _samples(path, audit.findings):
+        for sample in read_shard_samples(path, audit.findings):
             facts = SampleFacts(sample.key, path.name, sample.position)
             audit.samples.append(facts)
             if not sample.complete:
@@ -114,7 +114,7 @@ def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
 # Reading the tar
 
 
-def _samples(path: Path, findings: list[Finding]) -> Iterator[_Sample]:
+def read_shard_samples(path: Path, findings: list[Finding]) -> Iterator[_Sample]:
     """The shard's samples in order; tar damage becomes findings (and ends the reading)."""
     shard = path.name
     seen: set[str] = set()
