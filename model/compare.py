@@ -419,8 +419,15 @@ def _feature_folder_text(features: dict) -> str:
     """A two-phase run's feature folder and the extraction cost its card records (never estimated)."""
     if not features:
         return MISSING
-    cost = features.get("extraction_cost")
-    return f"{features['path']} (extraction cost: {json.dumps(cost) if cost else 'not recorded'})"
+    cost = features.get("extraction_cost") or {}
+    timing = cost.get("timing")
+    if timing and timing.get("seconds_per_utterance"):
+        parts = ", ".join(f"{name} {_significant(value)}" for name, value in sorted(timing["seconds_per_utterance"].items()))
+        text = (f"extraction {_significant(timing['total_seconds_per_utterance'])} s/utterance on one thread"
+                f" ({parts}), measured on {timing['utterances']} utterances")
+    else:
+        text = f"extraction cost: {json.dumps(cost) if cost else 'not recorded'}"
+    return f"{features['path']} ({text})"
 
 
 def _cpu_milliseconds(seconds: float | None) -> str:

@@ -24,8 +24,9 @@ baselines), with the weights of the run's best epoch:
 Not counted, for the two-phase baselines: the offline feature extraction (openSMILE, HOG, the frozen
 text encoder that made the text features). Their torch model starts from precomputed features, so
 its FLOPs, parameters and training time are the second phase's only. The profile records the
-feature folder the run read and what its card says about the extractors; if the card records
-extraction timing it is copied, otherwise `features.extraction_cost` is null.
+feature folder the run read and what its card says about the extractors; the extraction timing
+`mer features` records beside the card (FEATS/extraction.json) is copied, otherwise
+`features.extraction_cost` is null (e.g. features imported from .csd files).
 
 The cache is reused while the run's epochs, best epoch and the profiled split are unchanged;
 `refresh=True` measures again.
@@ -46,6 +47,7 @@ PROFILE = "profile.json"
 PROFILE_VERSION = 2
 TIMED_REPEATS = 5
 FEATURE_CARD = "features.json"
+EXTRACTION_TIMING = "extraction.json"
 # Keys a feature card may use for what its extraction cost; copied as they are, never estimated.
 EXTRACTION_COST_KEYS = ("timing", "cost", "extraction_seconds")
 
@@ -245,6 +247,8 @@ def feature_folder_facts(config) -> dict[str, Any] | None:
         return None
     card = ckpt.read_json(folder / FEATURE_CARD)
     recorded = {key: card[key] for key in EXTRACTION_COST_KEYS if key in card}
+    if (folder / EXTRACTION_TIMING).is_file():   # written by `mer features` (pipelines/features.py)
+        recorded["timing"] = ckpt.read_json(folder / EXTRACTION_TIMING)
     return {
         "path": str(folder),
         "source": card.get("source", {}).get("kind"),

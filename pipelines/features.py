@@ -19,6 +19,8 @@ and carry their shard's outcome (rows, empty sequences, rejected samples) in the
 metadata, so a rerun with the same record keeps every finished part and redoes only the missing
 ones (a killed run, a deleted part, a task that failed); a rerun with another record is refused
 unless `overwrite`. features.json is written last: its presence means the tables are complete.
+FEATS/extraction.json then records what the extraction cost (seconds per utterance per modality),
+which `mer compare` shows beside the two-phase runs.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from mer_data.shards.packer import SHARD_NAME
 from .cluster import TaskFailure, dask_client, map_tasks
 
 RECORD_NAME = ".options.json"
+EXTRACTION_TIMING = "extraction.json"  # what this run's extraction cost (not part of the card: timings vary)
 OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
 STAGE = "features"
 DATASET_CARD = "dataset.json"
@@ -207,11 +210,30 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     for outcome in ordered:
         seconds.update(outcome.seconds)
     fresh = [outcome for outcome in ordered if not outcome.resumed]
-    return FeatureReport(feats, card, sorted(problems, key=Problem.sort_key),
-                         written_parts=sum(outcome.part is not None for outcome in fresh),
-                         resumed_parts=len(finished), seconds=dict(seconds),
-                         processed=sum(outcome.rows + len(outcome.problems) for outcome in fresh),
-                         wall_seconds=time.perf_counter() - started)
+    report = FeatureReport(feats, card, sorted(problems, key=Problem.sort_key),
+                           written_parts=sum(outcome.part is not None for outcome in fresh),
+                           resumed_parts=len(finished), seconds=dict(seconds),
+                           processed=sum(outcome.rows + len(outcome.problems) for outcome in fresh),
+                           wall_seconds=time.perf_counter() - started)
+    if report.processed:
+        write_extraction_timing(feats, report)
+    return report
+
+
+def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
+    """FEATS/extraction.json: what the first phase cost, for `mer compare` (model/profile.py).
+
+    Kept out of the card on purpose: the card describes the tables and is the same on every run,
+    timings are not. The seconds are those of the samples extracted by this run (a resumed run
+    times only the parts it wrote), per modality: decoding its member plus the extractor, one thread.
+    """
+    per_utterance = report.seconds_per_utterance()
+    timing = {"utterances": report.processed, "seconds_per_utterance": per_utterance,
+              "total_seconds_per_utterance": sum(per_utterance.values()), "threads_per_task": 1,
+              "includes": "per modality: decoding its shard member (flac, mp4, txt) and running its extractor",
+              "excludes": "reading the tar, Dask start-up and scheduling, writing the parts"}
+    return atomic_write_text(Path(feats) / EXTRACTION_TIMING,
+                             json.dumps(timing, indent=2, sort_keys=True) + "\n")
 
 
 def plan_features(shards: Path) -> FeaturePlan:
@@ -323,7 +345,7 @@ def _difference(previous: dict, record: dict) -> str:
 
 def _clear(feats: Path) -> None:
     """Remove what `mer features` writes (and nothing else: FEATS may be a folder the user keeps other things in)."""
-    for name in (CARD_NAME, ERRORS_NAME, RECORD_NAME):
+    for name in (CARD_NAME, ERRORS_NAME, RECORD_NAME, EXTRACTION_TIMING):
         (feats / name).unlink(missing_ok=True)
     for split in SPLITS:
         directory = split_dir(feats, split)

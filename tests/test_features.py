@@ -138,6 +138,15 @@ def test_tables_match_the_card_and_its_schema(full_feats):
     assert report.errors == [] and "features: " in report.summary()
 
 
+def test_the_extraction_cost_is_recorded_beside_the_card(full_feats):
+    feats, report = full_feats
+    timing = json.loads((feats / "extraction.json").read_text())
+    assert timing["utterances"] == read_card(feats)["counts"]["total"] == report.processed
+    assert set(timing["seconds_per_utterance"]) == {"audio", "visual", "text"}
+    assert all(seconds > 0 for seconds in timing["seconds_per_utterance"].values())
+    assert timing["total_seconds_per_utterance"] == pytest.approx(sum(timing["seconds_per_utterance"].values()))
+
+
 def test_rows_are_the_shards_one_to_one(small_shards, full_feats):
     shards, _ = small_shards
     feats, _ = full_feats
