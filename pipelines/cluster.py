@@ -34,9 +34,32 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # dashboard_address ":0": a free port, so two clusters on one machine never collide.
+    with _process_environment_kept(), \
+            LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
+                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _process_environment_kept() -> Iterator[None]:
+    """Undo what starting worker processes writes into this process's environment.
+
+    distributed's nannies set OMP_NUM_THREADS=1 (and MKL_/OPENBLAS_...) in os.environ of the process
+    that starts them, meant for the workers; left there, torch imported later in the same process
+    (e.g. `mer demo` training after its conversion) would run on one thread.
+    """
+    import os
+
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        for name, value in before.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 def map_tasks(client: Any, fn: Callable[[Any], Any], items: Sequence[Any], *, names: Sequence[str],
