@@ -38,3 +38,22 @@ def small_shards(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards-small")
     report = convert(root, out, shard_max_count=4)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def training_shards(small_corpus, tmp_path_factory):
+    """The small corpus split at random into train/valid/test (every split non-empty), for training."""
+    root, _ = small_corpus
+    out = tmp_path_factory.mktemp("shards-training")
+    convert(root, out, split="random:1:0.6,0.2,0.2")
+    counts = json.loads((out / "dataset.json").read_text())["counts"]["per_split"]
+    assert all(counts.get(split, 0) > 0 for split in ("train", "valid", "test")), counts
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory):
+    """A tiny random BERT with the MiniLM tokenizer, saved to a local folder (offline)."""
+    from model.text import write_tiny_text_encoder
+
+    return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny-encoder"))

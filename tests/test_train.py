@@ -7,29 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tests.conftest import convert
-
 # Small nets and a tiny random text encoder: the point is the loop, not the accuracy.
 TINY_NETS = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], temporal_width=16,
                  temporal_layers=1, temporal_heads=2, dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def training_shards(small_corpus, tmp_path_factory):
-    """The small corpus split at random into train/valid/test (every split non-empty)."""
-    root, _ = small_corpus
-    out = tmp_path_factory.mktemp("shards-training")
-    convert(root, out, split="random:1:0.6,0.2,0.2")
-    counts = json.loads((out / "dataset.json").read_text())["counts"]["per_split"]
-    assert all(counts.get(split, 0) > 0 for split in ("train", "valid", "test")), counts
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    from model.text import write_tiny_text_encoder
-
-    return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
 def _config(shards, encoder, **overrides):
@@ -47,17 +27,17 @@ def _weights(run, epoch):
     return load_checkpoint(checkpoint_path(run, epoch))["model"]
 
 
-def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_encoder, tmp_path):
+def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_text_encoder, tmp_path):
     from model.train import train
 
-    straight = train(_config(training_shards, tiny_encoder), tmp_path / "straight", progress=False, log=lambda m: None)
+    straight = train(_config(training_shards, tiny_text_encoder), tmp_path / "straight", progress=False, log=lambda m: None)
     losses = [row["train_loss"] for row in straight.history]
     assert straight.epochs_done == 4 and len(losses) == 4
     assert losses[-1] < losses[0], losses
 
     # The same run killed after epoch 2, then resumed with --resume (and a raised epoch budget).
     interrupted = tmp_path / "interrupted"
-    train(_config(training_shards, tiny_encoder, epochs=2), interrupted, progress=False, log=lambda m: None)
+    train(_config(training_shards, tiny_text_encoder, epochs=2), interrupted, progress=False, log=lambda m: None)
     resumed = train(None, interrupted, resume=True, epochs=4, progress=False, log=lambda m: None)
     assert resumed.epochs_done == 4
     assert [row["train_loss"] for row in resumed.history] == pytest.approx(losses, rel=1e-5)
@@ -73,13 +53,13 @@ def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_enco
     assert config["corpus"] == "iemocap" and config["label_names"] == ["ang", "exc", "fru", "hap", "neu", "sad"]
 
 
-def test_a_new_run_refuses_an_existing_folder(training_shards, tiny_encoder, tmp_path):
+def test_a_new_run_refuses_an_existing_folder(training_shards, tiny_text_encoder, tmp_path):
     from model.train import train
 
     run = tmp_path / "run"
-    train(_config(training_shards, tiny_encoder, epochs=1), run, progress=False, log=lambda m: None)
+    train(_config(training_shards, tiny_text_encoder, epochs=1), run, progress=False, log=lambda m: None)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(_config(training_shards, tiny_encoder, epochs=1), run, progress=False, log=lambda m: None)
+        train(_config(training_shards, tiny_text_encoder, epochs=1), run, progress=False, log=lambda m: None)
 
 
 def test_early_stopping_stops_after_patience():
@@ -92,12 +72,12 @@ def test_early_stopping_stops_after_patience():
     assert state.best_epoch == 2 and state.stopped_early and state.epochs_without_improvement == 3
 
 
-def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_encoder, tmp_path):
+def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_text_encoder, tmp_path):
     from model.evaluate import evaluate
     from model.train import train
 
     run = tmp_path / "mesm"
-    train(_config(training_shards, tiny_encoder, model="mesm", top_p=0.5, epochs=1), run, progress=False,
+    train(_config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, epochs=1), run, progress=False,
           log=lambda m: None)
     metrics = evaluate(run, split="test", progress=False)
     index = __import__("pandas").read_parquet(training_shards / "index.parquet")
@@ -119,13 +99,13 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
         load_checkpoint(path)
 
 
-def test_cli_train_resume_and_evaluate(training_shards, tiny_encoder, tmp_path):
+def test_cli_train_resume_and_evaluate(training_shards, tiny_text_encoder, tmp_path):
     from click.testing import CliRunner
 
     from mer_data.cli import main
 
     run = tmp_path / "cli-run"
-    common = ["--text-encoder", str(tiny_encoder), "--workers", "0", "--batch-size", "4", "-q"]
+    common = ["--text-encoder", str(tiny_text_encoder), "--workers", "0", "--batch-size", "4", "-q"]
     result = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "ta", "--epochs", "1",
                                        "--out", str(run), "--evaluate-split", "", *common])
     assert result.exit_code == 0, result.output
@@ -139,13 +119,13 @@ def test_cli_train_resume_and_evaluate(training_shards, tiny_encoder, tmp_path):
     assert bad.exit_code == 2 and "subset of t, a, v" in bad.output
 
 
-def test_mesm_can_start_from_a_trained_fe2e(training_shards, tiny_encoder, tmp_path):
+def test_mesm_can_start_from_a_trained_fe2e(training_shards, tiny_text_encoder, tmp_path):
     from model.checkpoint import checkpoint_path, load_checkpoint
     from model.train import initialise_from, make_model, resolve_labels, train
 
     fe2e = tmp_path / "fe2e"
-    train(_config(training_shards, tiny_encoder, epochs=1), fe2e, progress=False, log=lambda m: None)
-    mesm = make_model(resolve_labels(_config(training_shards, tiny_encoder, model="mesm")))
+    train(_config(training_shards, tiny_text_encoder, epochs=1), fe2e, progress=False, log=lambda m: None)
+    mesm = make_model(resolve_labels(_config(training_shards, tiny_text_encoder, model="mesm")))
     message = initialise_from(mesm, fe2e, "cpu")
     trained = load_checkpoint(checkpoint_path(fe2e, 1))["model"]
     state = mesm.state_dict()
