@@ -20,7 +20,7 @@ config.json rebuilds the same net; the checkpoint carries the normalisation stat
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from model.nets import ModelOutput, canonical_modalities, sinusoidal_positions
+from model.nets import ModelOutput, canonical_modalities, dataclass_from_options, sinusoidal_positions
 
 BASELINE_KINDS = ("lf-rnn", "lf-transformer")
 
@@ -63,11 +63,7 @@ class BaselineArchitecture:
 
     @classmethod
     def from_options(cls, options: Mapping) -> "BaselineArchitecture":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown baseline option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        return dataclass_from_options(cls, options, "baseline")
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -30,6 +30,15 @@ MODALITY_ORDER = "tav"
 IMAGE_CHANNELS = {"v": 3, "a": 1}     # face crops are RGB, log-mel chunks one channel
 
 
+def dataclass_from_options(cls, options, what: str):
+    """`cls(**options)` for an architecture dataclass, refusing option names it does not have."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")
+    return cls(**options)
+
+
 @dataclass
 class Architecture:
     """Sizes of the nets (JSON-able). Widths: the stem's, then one per VGG block."""
@@ -54,11 +63,7 @@ class Architecture:
 
     @classmethod
     def from_options(cls, options: dict) -> "Architecture":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        return dataclass_from_options(cls, options, "model")
 
 
 @dataclass
