@@ -311,12 +311,16 @@ def _bytes(value: str) -> int:
               help="Continue the run in this folder (its stored options are used).")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True),
               help="Start from this run's best weights where names and shapes agree (e.g. MESM from FE2E).")
+@click.option("--model-option", "model_options", multiple=True, metavar="NAME=VALUE",
+              help="An architecture size (repeatable), e.g. temporal_layers=2, visual_channels=[8,16,32,64] "
+                   "(FE2E/MESM) or rnn_hidden=64, pool_seconds=0.08 (baselines); VALUE is read as JSON. "
+                   "See docs/training.md for the names.")
 @click.option("--evaluate-split", default="test", show_default=True,
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
-                  init_from, evaluate_split, quiet):
+                  init_from, model_options, evaluate_split, quiet):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
     or a two-phase baseline (lf-rnn, lf-transformer) on one feature folder FEATS.
 
@@ -339,7 +343,8 @@ def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr,
                          epochs=epochs or TrainConfig.epochs,
                          batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
-                         device=device, amp=amp, workers=workers, seed=seed, init_from=init_from)
+                         device=device, amp=amp, workers=workers, seed=seed, init_from=init_from,
+                         model_options=_model_options(model_options))
     folder = run or resume_run
     try:
         train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=not quiet,
@@ -348,6 +353,24 @@ def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr,
         raise click.ClickException(str(exc))
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet)
+
+
+def _model_options(values) -> dict:
+    """NAME=VALUE pairs -> {name: value}, VALUE parsed as JSON (numbers, lists, booleans) or kept as text.
+
+    The names are checked where the model is built (an unknown one is refused with the known ones listed)."""
+    import json
+
+    options = {}
+    for value in values:
+        name, separator, text = value.partition("=")
+        if not separator or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint="--model-option")
+        try:
+            options[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name.strip()] = text
+    return options
 
 
 @main.command("evaluate")

@@ -106,9 +106,20 @@ def test_cli_train_resume_and_evaluate(training_shards, tiny_text_encoder, tmp_p
 
     run = tmp_path / "cli-run"
     common = ["--text-encoder", str(tiny_text_encoder), "--workers", "0", "--batch-size", "4", "-q"]
+    sizes = ["--model-option", "acoustic_channels=[4, 8, 8, 8]", "--model-option", "temporal_width=16",
+             "--model-option", "temporal_heads=2"]
     result = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "ta", "--epochs", "1",
-                                       "--out", str(run), "--evaluate-split", "", *common])
+                                       "--out", str(run), "--evaluate-split", "", *sizes, *common])
     assert result.exit_code == 0, result.output
+    stored = json.loads((run / "config.json").read_text())["model_options"]
+    assert stored["acoustic_channels"] == [4, 8, 8, 8] and stored["temporal_width"] == 16
+    assert stored["temporal_heads"] == 2 and stored["temporal_layers"] == 4   # the rest: defaults
+    unknown = CliRunner().invoke(main, ["train", str(training_shards), "--out", str(tmp_path / "y"),
+                                        "--model-option", "temporal_depth=2", *common])
+    assert unknown.exit_code == 1 and "unknown model option(s) ['temporal_depth']" in unknown.output
+    malformed = CliRunner().invoke(main, ["train", str(training_shards), "--out", str(tmp_path / "z"),
+                                          "--model-option", "temporal_width", *common])
+    assert malformed.exit_code == 2 and "NAME=VALUE" in malformed.output
     result = CliRunner().invoke(main, ["train", "--resume", str(run), "--epochs", "2", "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 2
