@@ -26,10 +26,10 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import webdataset as wds
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from model.audio import mel_chunks
+from model.batches import TensorFields
 from model.frames import DEFAULT_CROP_SIZE, face_crops
 from model.labels import targets as label_targets
 
@@ -53,7 +54,7 @@ class SampleError(ValueError):
 
 
 @dataclass
-class Batch:
+class Batch(TensorFields):
     """What the loader yields and the nets consume (docs: /work/notes/model_contract.md)."""
 
     ids: list[str]
@@ -66,19 +67,6 @@ class Batch:
     targets: torch.Tensor  # float32 [B, C]
     label_names: tuple[str, ...]
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
-        return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> "Batch":
-        """Called by DataLoader(pin_memory=True) for faster host-to-GPU copies."""
-        return self._map_tensors(torch.Tensor.pin_memory)
-
-    def _map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Batch(**{name: function(v) if isinstance(v, torch.Tensor) else v for name, v in values.items()})
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # --------------------------------------------------------------------------------------------

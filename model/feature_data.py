@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from mer_data.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
+from model.batches import TensorFields
 
 ROLE_NAMES = {"t": "text", "a": "audio", "v": "video"}
 
@@ -238,7 +239,7 @@ def _mean_and_std(sequences: Iterable[np.ndarray], dim: int) -> tuple[np.ndarray
 
 
 @dataclass
-class FeatureBatch:
+class FeatureBatch(TensorFields):
     """What the feature loader yields and the baselines consume; train/predict use ids, targets, to, len."""
 
     ids: list[str]
@@ -246,22 +247,6 @@ class FeatureBatch:
     lengths: dict[str, torch.Tensor]     # modality -> int64 [B]; 0 = the modality is missing for that utterance
     targets: torch.Tensor                # float32 [B, C]
     label_names: tuple[str, ...]
-
-    def to(self, device, non_blocking: bool = False) -> "FeatureBatch":
-        return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> "FeatureBatch":
-        return self._map_tensors(torch.Tensor.pin_memory)
-
-    def _map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor]) -> "FeatureBatch":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["sequences"] = {name: function(t) for name, t in self.sequences.items()}
-        values["lengths"] = {name: function(t) for name, t in self.lengths.items()}
-        values["targets"] = function(self.targets)
-        return FeatureBatch(**values)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def collate(data: FeatureSplit, indices: Sequence[int]) -> FeatureBatch:
