@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import mer_data
+import schemas
 from mer_data.features.table import (CARD_NAME, ERRORS_NAME, SPLITS, ModalitySpec, arrow_schema, part_path,
                                      read_card, rows_to_table, split_dir, split_parts, write_card, write_part)
 from mer_data.records import Problem
@@ -587,7 +588,7 @@ def feature_card(plan: FeaturePlan, options: FeatureOptions, record: dict, specs
             parts.append({"split": outcome.split, "name": outcome.part, "rows": outcome.rows,
                           "sha256": sha256_file(path), "source": outcome.shard})
     return {
-        "schema_version": "1.0",
+        "schema_version": schemas.FEATURES_SCHEMA_VERSION,
         "tool": {"name": "mer-data", "version": mer_data.__version__},
         "corpus": plan.corpus,
         "label_names": list(plan.label_names),

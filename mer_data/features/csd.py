@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import mer_data
+import schemas
 from mer_data.features.table import (
     CARD_NAME,
     ERRORS_NAME,
@@ -745,7 +746,7 @@ def _card(shards, corpus: ShardUtterances, modalities: list[ImportedModality], p
     per_split = Counter(u.split for u in corpus.utterances)
     modalities_in_file_order = sorted(modalities, key=lambda m: files.index(m.sequence.path))
     return {
-        "schema_version": "1.0",
+        "schema_version": schemas.FEATURES_SCHEMA_VERSION,
         "tool": {"name": "mer-data", "version": mer_data.__version__},
         "corpus": corpus.corpus,
         "label_names": list(corpus.label_names),

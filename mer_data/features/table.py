@@ -34,7 +34,6 @@ treat an empty sequence as a missing modality. The Arrow schema is a function of
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +50,6 @@ CARD_NAME = "features.json"
 ERRORS_NAME = "errors.jsonl"
 SPLITS = ("train", "valid", "test")
 ROLES = ("t", "a", "v")
-FEATURES_SCHEMA_VERSION = "1.0"
 LEADING_COLUMNS: dict[str, pa.DataType] = {
     "id": pa.string(),
     "key": pa.string(),
@@ -267,6 +265,3 @@ def sequence(table_row: dict, modality: str, dim: int) -> np.ndarray:
     steps = table_row.get(modality) or []
     return np.asarray(steps, dtype=np.float32).reshape(len(steps), dim)
 
-
-def finite_or_none(value) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
