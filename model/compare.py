@@ -416,13 +416,14 @@ def cost_details(row: ComparisonRow) -> dict[str, str]:
 
 
 def _feature_folder_text(features: dict) -> str:
-    """A two-phase run's feature folder and the extraction cost its card records (never estimated)."""
+    """A two-phase run's feature folder and the extraction cost recorded beside it (never estimated)."""
     if not features:
         return MISSING
     cost = features.get("extraction_cost") or {}
     timing = cost.get("timing")
     if timing and timing.get("seconds_per_utterance"):
-        parts = ", ".join(f"{name} {_significant(value)}" for name, value in sorted(timing["seconds_per_utterance"].items()))
+        per_modality = sorted(timing["seconds_per_utterance"].items())
+        parts = ", ".join(f"{name} {_significant(value)}" for name, value in per_modality)
         text = (f"extraction {_significant(timing['total_seconds_per_utterance'])} s/utterance on one thread"
                 f" ({parts}), measured on {timing['utterances']} utterances")
     else:

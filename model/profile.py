@@ -46,10 +46,6 @@ from model import checkpoint as ckpt
 PROFILE = "profile.json"
 PROFILE_VERSION = 2
 TIMED_REPEATS = 5
-FEATURE_CARD = "features.json"
-EXTRACTION_TIMING = "extraction.json"
-# Keys a feature card may use for what its extraction cost; copied as they are, never estimated.
-EXTRACTION_COST_KEYS = ("timing", "cost", "extraction_seconds")
 
 COUNTED = ("counted: matrix products and convolutions (torch.utils.flop_counter.FlopCounterMode, 2 FLOPs per "
            "multiply-add) of one forward pass of the whole torch model in eval mode, per sample of the profiled "
@@ -240,30 +236,25 @@ def _epoch_train_seconds(row: dict) -> float:
 
 
 def feature_folder_facts(config) -> dict[str, Any] | None:
-    """For a run that read precomputed features: the folder, its extractors, and the extraction cost
-    its card records (null when it records none); None for a run that read shards."""
-    folder = _feature_folder(config)
-    if folder is None:
+    """For a two-phase run: its feature folder, the extractors, and the extraction cost `mer features`
+    recorded beside the card (FEATS/extraction.json; null where there is none, e.g. a .csd import);
+    None for an end-to-end run."""
+    from mer_data.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
+    from model.train import is_feature_model
+
+    if not is_feature_model(config.model):
         return None
-    card = ckpt.read_json(folder / FEATURE_CARD)
-    recorded = {key: card[key] for key in EXTRACTION_COST_KEYS if key in card}
-    if (folder / EXTRACTION_TIMING).is_file():   # written by `mer features` (pipelines/features.py)
-        recorded["timing"] = ckpt.read_json(folder / EXTRACTION_TIMING)
+    folder = Path(config.shards[0])   # a baseline reads one feature folder (model/feature_data.py)
+    card = ckpt.read_json(folder / CARD_NAME)
+    timing = folder / EXTRACTION_TIMING_NAME
+    recorded = {"timing": ckpt.read_json(timing)} if timing.is_file() else None
     return {
         "path": str(folder),
         "source": card.get("source", {}).get("kind"),
         "modalities": {name: {"role": spec.get("role"), "extractor": spec.get("extractor"), "dim": spec.get("dim")}
                        for name, spec in card.get("modalities", {}).items()},
-        "extraction_cost": recorded or None,
-        "extraction_cost_note": ("as recorded in the feature card" if recorded else
-                                 f"{folder / FEATURE_CARD} records no extraction timing or cost; not included"),
+        "extraction_cost": recorded,
+        "extraction_cost_note": (f"as recorded in {timing}" if recorded else
+                                 f"{folder} records no extraction timing ({EXTRACTION_TIMING_NAME} is absent,"
+                                 " e.g. a .csd import); not included"),
     }
-
-
-def _feature_folder(config) -> Path | None:
-    """The first data folder of the run that is a feature folder (holds a feature card)."""
-    candidates = [getattr(config, "features", None), *(config.shards or [])]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / FEATURE_CARD).is_file():
-            return Path(candidate)
-    return None

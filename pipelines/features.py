@@ -35,8 +35,9 @@ from typing import Any
 
 import mer_data
 import schemas
-from mer_data.features.table import (CARD_NAME, ERRORS_NAME, SPLITS, ModalitySpec, arrow_schema, part_path,
-                                     read_card, rows_to_table, split_dir, split_parts, write_card, write_part)
+from mer_data.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
+                                     arrow_schema, part_path, read_card, rows_to_table, split_dir, split_parts,
+                                     write_card, write_part)
 from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
@@ -46,7 +47,6 @@ from mer_data.shards.packer import SHARD_NAME
 from .cluster import TaskFailure, dask_client, map_tasks
 
 RECORD_NAME = ".options.json"
-EXTRACTION_TIMING = "extraction.json"  # what this run's extraction cost (not part of the card: timings vary)
 OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
 STAGE = "features"
 DATASET_CARD = "dataset.json"
@@ -233,7 +233,7 @@ def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
               "total_seconds_per_utterance": sum(per_utterance.values()), "threads_per_task": 1,
               "includes": "per modality: decoding its shard member (flac, mp4, txt) and running its extractor",
               "excludes": "reading the tar, Dask start-up and scheduling, writing the parts"}
-    return atomic_write_text(Path(feats) / EXTRACTION_TIMING,
+    return atomic_write_text(Path(feats) / EXTRACTION_TIMING_NAME,
                              json.dumps(timing, indent=2, sort_keys=True) + "\n")
 
 
@@ -346,7 +346,7 @@ def _difference(previous: dict, record: dict) -> str:
 
 def _clear(feats: Path) -> None:
     """Remove what `mer features` writes (and nothing else: FEATS may be a folder the user keeps other things in)."""
-    for name in (CARD_NAME, ERRORS_NAME, RECORD_NAME, EXTRACTION_TIMING):
+    for name in (CARD_NAME, ERRORS_NAME, RECORD_NAME, EXTRACTION_TIMING_NAME):
         (feats / name).unlink(missing_ok=True)
     for split in SPLITS:
         directory = split_dir(feats, split)

@@ -176,13 +176,13 @@ def test_a_run_on_a_feature_folder_records_it_and_its_extraction_cost(tmp_path):
     card = {"source": {"kind": "shards", "path": "shards"},
             "modalities": {"audio": {"role": "a", "extractor": "opensmile-egemaps-v02-lld", "dim": 25}}}
     (feats / "features.json").write_text(json.dumps(card))
-    facts = feature_folder_facts(SimpleNamespace(shards=[str(feats)]))
+    facts = feature_folder_facts(SimpleNamespace(model="lf-rnn", shards=[str(feats)]))
     assert facts["path"] == str(feats) and facts["modalities"]["audio"]["extractor"] == "opensmile-egemaps-v02-lld"
     assert facts["extraction_cost"] is None and "records no extraction timing" in facts["extraction_cost_note"]
-    (feats / "features.json").write_text(json.dumps({**card, "timing": {"seconds": 12.5}}))
-    recorded = feature_folder_facts(SimpleNamespace(shards=[str(feats)]))
+    (feats / "extraction.json").write_text(json.dumps({"seconds": 12.5}))   # written by `mer features`
+    recorded = feature_folder_facts(SimpleNamespace(model="lf-transformer", shards=[str(feats)]))
     assert recorded["extraction_cost"] == {"timing": {"seconds": 12.5}}
-    assert feature_folder_facts(SimpleNamespace(shards=[str(tmp_path)])) is None      # shards, not features
+    assert feature_folder_facts(SimpleNamespace(model="fe2e", shards=[str(tmp_path)])) is None   # end to end
 
 
 # --------------------------------------------------------------------------------------------

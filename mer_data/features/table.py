@@ -8,6 +8,7 @@
       valid/part-NNNNNN.parquet  `pandas.read_parquet("FEATS/train")` reads the split whole)
       test/part-NNNNNN.parquet
       errors.jsonl               utterances without features, with the reason (file, line, reason, ...)
+      extraction.json            `mer features` only: what the extraction cost (timings, so not in the card)
 
 One row per utterance. Columns, in this order:
 
@@ -48,6 +49,7 @@ from mer_data.shards.atomic import atomic_path, atomic_write_text
 
 CARD_NAME = "features.json"
 ERRORS_NAME = "errors.jsonl"
+EXTRACTION_TIMING_NAME = "extraction.json"
 SPLITS = ("train", "valid", "test")
 ROLES = ("t", "a", "v")
 LEADING_COLUMNS: dict[str, pa.DataType] = {
