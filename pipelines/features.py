@@ -36,8 +36,8 @@ from typing import Any
 import mer_data
 import schemas
 from mer_data.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
-                                     arrow_schema, part_path, read_card, rows_to_table, split_dir, split_parts,
-                                     write_card, write_part)
+                                     arrow_schema, part_path, read_card, rows_to_table, sequence_problem, split_dir,
+                                     split_parts, write_card, write_part)
 from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
@@ -523,7 +523,7 @@ def sample_row(sample, job: ShardJob, options: FeatureOptions, specs: dict[str, 
         except Exception as error:  # one sample's bad media must not cost the shard; the reason is kept
             return rejected(f"{name}: {_without_id(str(error), sample.key) or type(error).__name__}")
         seconds[name] += time.perf_counter() - began
-        problem = _sequence_problem(values, times, spec)
+        problem = sequence_problem(values, times, spec.dim, times_required=spec.timed)
         if problem:
             return rejected(f"{name}: {problem}")
         row[name], row[f"{name}_times"] = values, times
@@ -550,19 +550,6 @@ def _extract(name: str, options: FeatureOptions, sample, meta: dict) -> tuple[An
 
         _, values, times = token_embeddings(sample.members["txt"].decode("utf-8"), options.text_encoder)
     return values, times
-
-
-def _sequence_problem(values, times, spec: ModalitySpec) -> str | None:
-    """Why a sequence cannot go into the table (checked per sample, so one bad sample does not fail the part)."""
-    import numpy as np
-
-    if values.ndim != 2 or values.shape[1] != spec.dim:
-        return f"features of shape {tuple(values.shape)}, expected [steps, {spec.dim}]"
-    if not np.isfinite(values).all():
-        return "the features hold non-finite values"
-    if spec.timed and (times is None or len(times) != len(values)):
-        return f"{len(values)} steps but {'no' if times is None else len(times)} times"
-    return None
 
 
 def _without_id(message: str, key: str) -> str:

@@ -145,6 +145,23 @@ def _array(values: list, type_: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), vectors).cast(type_)
 
 
+def sequence_problem(values: np.ndarray, times, dim: int, *, times_required: bool = False) -> str | None:
+    """Why a sequence [steps, dim] with its `times` cannot go into a table, or None.
+
+    Writers that must not lose a whole part to one sample (pipelines/features.py) check each sample
+    with it first; `rows_to_table` checks every row with it again and refuses the table.
+    """
+    if values.ndim != 2 or values.shape[1] != dim:
+        return f"features of shape {tuple(values.shape)}, expected [steps, {dim}]"
+    if not np.isfinite(values).all():
+        return "the features hold non-finite values"
+    if times is None:
+        return f"{len(values)} steps but no times" if times_required else None
+    if len(times) != len(values):
+        return f"{len(values)} steps but {len(times)} times"
+    return None
+
+
 def _cell(row: dict[str, Any], schema_field: pa.Field):
     name, type_ = schema_field.name, schema_field.type
     value = row.get(name)
@@ -158,13 +175,9 @@ def _cell(row: dict[str, Any], schema_field: pa.Field):
         array = np.asarray(value, dtype=np.float32)
         if array.size == 0:
             return np.zeros((0, dim), dtype=np.float32)
-        if array.ndim != 2 or array.shape[1] != dim:
-            raise FeatureTableError(f"{row_id}: {name} has shape {array.shape}, expected [steps, {dim}]")
-        if not np.isfinite(array).all():
-            raise FeatureTableError(f"{row_id}: {name} holds non-finite values")
-        times = row.get(f"{name}_times")
-        if times is not None and len(times) != array.shape[0]:
-            raise FeatureTableError(f"{row_id}: {name} has {array.shape[0]} steps but {len(times)} times")
+        problem = sequence_problem(array, row.get(f"{name}_times"), dim)
+        if problem:
+            raise FeatureTableError(f"{row_id}: {name}: {problem}")
         return array
     if pa.types.is_fixed_size_list(type_):
         array = np.asarray(value, dtype=np.float32)
