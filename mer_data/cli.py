@@ -291,6 +291,9 @@ def _bytes(value: str) -> int:
 @click.option("--modalities", default="tav", show_default=True, help="Any non-empty subset of t (text), a (audio), v (video).")
 @click.option("--top-p", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="MESM: attention mass of the positions kept for the sparse CNN blocks.")
+@click.option("--top-p-warmup", default=0, show_default=True, type=click.IntRange(0),
+              help="MESM: train the first epochs with a top-p falling linearly from 1 to --top-p over this many "
+                   "epochs (validation and checkpoints always use --top-p).")
 @click.option("--epochs", default=None, type=click.IntRange(1),
               help="Epoch budget  [default: 20; with --resume: the run's, or raise it]")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
@@ -318,7 +321,7 @@ def _bytes(value: str) -> int:
 @click.option("--evaluate-split", default="test", show_default=True,
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr, text_lr_factor, patience,
+def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
                   init_from, model_options, evaluate_split, quiet):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
@@ -340,7 +343,7 @@ def train_command(shards, model_kind, modalities, top_p, epochs, batch_size, lr,
         raise click.UsageError("give the SHARDS (or, for a baseline, the FEATS folder) to train on")
     modalities = _modalities(modalities)
     config = TrainConfig(shards=list(shards), model=model_kind, modalities=modalities, top_p=top_p,
-                         epochs=epochs or TrainConfig.epochs,
+                         top_p_warmup=top_p_warmup, epochs=epochs or TrainConfig.epochs,
                          batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
                          device=device, amp=amp, workers=workers, seed=seed, init_from=init_from,

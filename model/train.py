@@ -34,6 +34,7 @@ class TrainConfig:
     model: str = "fe2e"                      # fe2e, mesm, or a baseline: lf-rnn, lf-transformer
     modalities: str = "tav"
     top_p: float = 0.5
+    top_p_warmup: int = 0                    # MESM: epochs over which the training top-p falls from 1 to top_p
     text_encoder: str | None = None          # name or local path; None: the bundled MiniLM
     epochs: int = 20
     batch_size: int = 8
@@ -65,6 +66,7 @@ class EpochResult:
     train_samples: int
     metrics: dict
     train_seconds: float = 0.0   # the training pass alone (no validation): samples/s = train_samples / this
+    train_top_p: float | None = None   # MESM: the nucleus mass of the training pass (see training_top_p)
 
     def summary(self) -> dict:
         row = asdict(self)
@@ -260,6 +262,9 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
         return stored
     if (run / ckpt.CONFIG).exists():
         raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
+    if config.top_p_warmup < 0 or (config.top_p_warmup and config.model != "mesm"):
+        raise ValueError(f"--top-p-warmup is MESM's (a number of epochs >= 0); got {config.top_p_warmup}"
+                         f" for {config.model}")
     if config.init_from and is_feature_model(config.model):
         raise ValueError(f"--init-from starts an end-to-end model (fe2e, mesm) from another run; {config.model}"
                          f" trains from scratch on its features")
@@ -323,18 +328,42 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
     return state
 
 
+def training_top_p(config: TrainConfig, epoch: int) -> float | None:
+    """MESM's nucleus mass while training epoch `epoch` (1-based); None for the other models.
+
+    With a warm-up of W epochs it falls linearly from 1 (every position kept: the attention is trained
+    through the weighting of the whole map) in epoch 1 to `top_p` in epoch W + 1 and after. Without
+    it, a freshly initialised attention picks an arbitrary half of each map, and the positions it
+    leaves out get no gradient to earn their way back in (the gradual-pruning argument).
+    """
+    if config.model != "mesm":
+        return None
+    if config.top_p_warmup <= 0 or epoch > config.top_p_warmup:
+        return config.top_p
+    return 1.0 - (1.0 - config.top_p) * (epoch - 1) / config.top_p_warmup
+
+
 def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch: int, bar) -> EpochResult:
     started = time.perf_counter()
     # Dropout and other model randomness are reseeded per epoch, so a resumed run continues exactly
     # as an uninterrupted one would.
     seed_everything(config.seed + epoch)
-    train_loss, seen = train_one_epoch(model, train_loader, optimizer, scaler, config, bar)
+    top_p = training_top_p(config, epoch)
+    if top_p is not None:
+        model.top_p = top_p
+    try:
+        train_loss, seen = train_one_epoch(model, train_loader, optimizer, scaler, config, bar)
+    finally:
+        # Validation (early stopping), the checkpoint and evaluation always see the run's own top-p:
+        # every epoch is judged as the model the run is asked for, also during the warm-up.
+        if top_p is not None:
+            model.top_p = config.top_p
     train_seconds = time.perf_counter() - started
     valid = predict(model, valid_loader, config, bar, "valid")
     metrics = validation_metrics(config, valid)
     return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
                        seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics,
-                       train_seconds=train_seconds)
+                       train_seconds=train_seconds, train_top_p=top_p)
 
 
 def update_state(state: ckpt.RunState, result: EpochResult, patience: int) -> None:

@@ -88,6 +88,43 @@ def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_tex
     assert sorted(scores["id"]) == sorted(index.loc[index["split"] == "test", "key"])
 
 
+def test_top_p_warmup_schedule():
+    from model.train import TrainConfig, training_top_p
+
+    config = TrainConfig(shards=["x"], model="mesm", top_p=0.5, top_p_warmup=4)
+    assert [training_top_p(config, epoch) for epoch in range(1, 7)] == [1.0, 0.875, 0.75, 0.625, 0.5, 0.5]
+    assert [training_top_p(replace(config, top_p_warmup=0), epoch) for epoch in (1, 2)] == [0.5, 0.5]
+    assert training_top_p(replace(config, model="fe2e"), 1) is None
+
+
+def test_mesm_warmup_trains_sparser_each_epoch_but_validates_at_its_top_p(training_shards, tiny_text_encoder,
+                                                                         tmp_path, monkeypatch):
+    import model.train as training
+
+    seen = []   # (pass, the model's top-p during it)
+    for name in ("train_one_epoch", "predict"):
+        original = getattr(training, name)
+
+        def spy(model, *args, _original=original, _name=name, **kwargs):
+            seen.append((_name, model.top_p))
+            return _original(model, *args, **kwargs)
+        monkeypatch.setattr(training, name, spy)
+
+    run = tmp_path / "warmup"
+    config = _config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, top_p_warmup=2, epochs=1)
+    training.train(config, run, progress=False, log=lambda m: None)
+    state = training.train(None, run, resume=True, epochs=3, progress=False, log=lambda m: None)
+    assert seen == [("train_one_epoch", 1.0), ("predict", 0.5), ("train_one_epoch", 0.75), ("predict", 0.5),
+                    ("train_one_epoch", 0.5), ("predict", 0.5)]
+    assert [row["train_top_p"] for row in state.history] == [1.0, 0.75, 0.5]
+    metrics = json.loads((run / "metrics" / "epoch-001.json").read_text())
+    assert metrics["train_top_p"] == 1.0
+
+    with pytest.raises(ValueError, match="top-p-warmup"):
+        training.train(_config(training_shards, tiny_text_encoder, top_p_warmup=2), tmp_path / "fe2e",
+                       progress=False, log=lambda m: None)
+
+
 def test_checkpoints_refuse_pickled_objects(tmp_path):
     from model.checkpoint import load_checkpoint
 
