@@ -312,6 +312,9 @@ def _bytes(value: str) -> int:
 @click.option("--out", "run", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Continue the run in this folder (its stored options are used).")
+@click.option("--keep-checkpoints", type=click.Choice(["best-and-last", "all"]), default="best-and-last",
+              show_default=True, help="Checkpoints left after each epoch: the best and the last (~280 MB each with "
+                                      "MiniLM), or every epoch's.")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True),
               help="Start from this run's best weights where names and shapes agree (e.g. MESM from FE2E).")
 @click.option("--model-option", "model_options", multiple=True, metavar="NAME=VALUE",
@@ -323,7 +326,7 @@ def _bytes(value: str) -> int:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
-                  init_from, model_options, evaluate_split, quiet):
+                  keep_checkpoints, init_from, model_options, evaluate_split, quiet):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
     or a two-phase baseline (lf-rnn, lf-transformer) on one feature folder FEATS.
 
@@ -347,6 +350,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
                          batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
                          device=device, amp=amp, workers=workers, seed=seed, init_from=init_from,
+                         keep_checkpoints=keep_checkpoints,
                          model_options=_model_options(model_options))
     folder = run or resume_run
     try:

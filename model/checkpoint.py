@@ -4,7 +4,9 @@
       config.json              what was trained on what, with which options (JSON, rebuilds the model)
       state.json               epochs done, best epoch and its score, epochs without improvement,
                                and the history (one summary per epoch, for plotting)
-      checkpoints/epoch-NNN.pt weights, optimizer, RNG states (tensors and plain values only)
+      checkpoints/epoch-NNN.pt weights, optimizer, RNG states (tensors and plain values only); one is
+                               written after every epoch, and by default only the best and the last
+                               epoch's stay (--keep-checkpoints all keeps every one)
       metrics/epoch-NNN.json   train loss, valid loss and valid metrics of that epoch
       eval-<split>/            `mer evaluate` output (metrics.md, metrics.json, scores.parquet)
 
@@ -67,11 +69,31 @@ def save_checkpoint(run: Path, epoch: int, model: torch.nn.Module, optimizer: to
     return path
 
 
+KEEP_CHECKPOINTS = ("best-and-last", "all")
+
+
+def prune_checkpoints(run: Path, state: RunState) -> list[Path]:
+    """Delete the checkpoints of epochs that are neither the best nor the last; returns those deleted.
+
+    With the MiniLM text encoder and AdamW's moments a checkpoint is ~280 MB: twenty epochs of every
+    run kept would fill a disk. The last one is what --resume needs, the best one what evaluation uses.
+    """
+    keep = {checkpoint_path(run, epoch).name for epoch in (state.best_epoch, state.epochs_done) if epoch}
+    removed = []
+    for path in sorted((Path(run) / "checkpoints").glob("epoch-*.pt")):
+        if path.name not in keep:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Load a checkpoint written by save_checkpoint; refuses anything but tensors and plain values."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        kept = sorted(p.name for p in path.parent.glob("epoch-*.pt"))
+        raise FileNotFoundError(f"{path}: no such checkpoint (kept: {', '.join(kept) or 'none'}; a run keeps only its"
+                                f" best and last epochs' unless trained with --keep-checkpoints all)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError (and others) for unsafe or damaged files

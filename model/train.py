@@ -51,6 +51,7 @@ class TrainConfig:
     amp: bool = False
     model_options: dict = field(default_factory=dict)   # the architecture (nets.Architecture or
                                                         # baselines.BaselineArchitecture fields)
+    keep_checkpoints: str = "best-and-last"  # or "all" (checkpoint.prune_checkpoints)
     init_from: str | None = None             # a run folder: start from its best epoch's weights (shared names)
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
@@ -265,6 +266,12 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
     if config.top_p_warmup < 0 or (config.top_p_warmup and config.model != "mesm"):
         raise ValueError(f"--top-p-warmup is MESM's (a number of epochs >= 0); got {config.top_p_warmup}"
                          f" for {config.model}")
+    if config.keep_checkpoints not in ckpt.KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints must be one of {', '.join(ckpt.KEEP_CHECKPOINTS)},"
+                         f" not {config.keep_checkpoints!r}")
+    if config.top_p_warmup >= config.epochs:
+        raise ValueError(f"--top-p-warmup {config.top_p_warmup} leaves no epoch at --top-p within --epochs"
+                         f" {config.epochs}: give more epochs than warm-up epochs")
     if config.init_from and is_feature_model(config.model):
         raise ValueError(f"--init-from starts an end-to-end model (fe2e, mesm) from another run; {config.model}"
                          f" trains from scratch on its features")
@@ -318,11 +325,14 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
         result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar)
         ckpt.save_checkpoint(run, epoch, model, optimizer)
         ckpt.write_json(run / "metrics" / f"epoch-{epoch:03d}.json", {**result.summary(), "valid": result.metrics})
-        update_state(state, result, config.patience)
+        update_state(state, result, config.patience, eligible=not in_top_p_warmup(config, epoch))
         ckpt.save_state(run, state)
+        if config.keep_checkpoints != "all":
+            ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
         log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
             f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
-            + ("  *best*" if state.best_epoch == epoch else ""))
+            + ("  *best*" if state.best_epoch == epoch else "")
+            + (f"  (top-p warm-up: trained at {result.train_top_p:.3g})" if in_top_p_warmup(config, epoch) else ""))
     if state.stopped_early:
         log(f"early stop: no better validation mean F1 for {config.patience} epochs (best epoch {state.best_epoch})")
     return state
@@ -341,6 +351,15 @@ def training_top_p(config: TrainConfig, epoch: int) -> float | None:
     if config.top_p_warmup <= 0 or epoch > config.top_p_warmup:
         return config.top_p
     return 1.0 - (1.0 - config.top_p) * (epoch - 1) / config.top_p_warmup
+
+
+def in_top_p_warmup(config: TrainConfig, epoch: int) -> bool:
+    """Whether epoch `epoch` trains MESM at a top-p above the run's own (see training_top_p).
+
+    Such epochs are validated at the run's top-p like any other, but none of them can be the best
+    epoch: on a small validation split an under-trained early epoch can score high by chance and end
+    the run by early stopping before the model ever trained at its own top-p."""
+    return config.model == "mesm" and epoch <= config.top_p_warmup
 
 
 def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch: int, bar) -> EpochResult:
@@ -366,10 +385,15 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
                        train_seconds=train_seconds, train_top_p=top_p)
 
 
-def update_state(state: ckpt.RunState, result: EpochResult, patience: int) -> None:
-    """Early stopping on validation mean F1; validation loss breaks ties (lower is better)."""
+def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, eligible: bool = True) -> None:
+    """Early stopping on validation mean F1; validation loss breaks ties (lower is better).
+
+    An epoch that is not `eligible` (MESM's top-p warm-up) is recorded but can neither become the best
+    nor use up patience."""
     state.epochs_done = result.epoch
     state.history.append(result.summary())
+    if not eligible:
+        return
     score = result.valid_mean_f1 - 1e-6 * result.valid_loss
     if state.best_score is None or score > state.best_score or math.isnan(state.best_score):
         state.best_epoch, state.best_score = result.epoch, score

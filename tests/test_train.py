@@ -45,7 +45,10 @@ def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_text
     for name, tensor in final_straight.items():
         torch.testing.assert_close(final_resumed[name], tensor, msg=name)
 
-    # Every epoch left its checkpoint and metrics; the run folder says what it was trained with.
+    # Only the best and the last checkpoints stay (the default); every epoch left its metrics, and the
+    # run folder says what it was trained with.
+    kept = sorted(p.name for p in (interrupted / "checkpoints").iterdir())
+    assert kept == sorted({f"epoch-{resumed.best_epoch:03d}.pt", "epoch-004.pt"})
     for epoch in range(1, 5):
         metrics = json.loads((interrupted / "metrics" / f"epoch-{epoch:03d}.json").read_text())
         assert metrics["epoch"] == epoch and "mean" in metrics["valid"]
@@ -70,6 +73,18 @@ def test_early_stopping_stops_after_patience():
     for epoch, f1 in enumerate([0.5, 0.6, 0.55, 0.58, 0.59], start=1):
         update_state(state, EpochResult(epoch, 1.0, 1.0, f1, 0.0, 8, {}), patience=3)
     assert state.best_epoch == 2 and state.stopped_early and state.epochs_without_improvement == 3
+
+
+def test_warmup_epochs_can_neither_be_best_nor_use_up_patience():
+    from model.checkpoint import RunState
+    from model.train import EpochResult, update_state
+
+    # A lucky early epoch (0.9) in the warm-up must not end the run before it trains at its own top-p.
+    state = RunState()
+    for epoch, f1 in enumerate([0.5, 0.9, 0.4, 0.6, 0.55], start=1):
+        update_state(state, EpochResult(epoch, 1.0, 1.0, f1, 0.0, 8, {}), patience=2, eligible=epoch > 3)
+    assert state.best_epoch == 4 and not state.stopped_early and state.epochs_without_improvement == 1
+    assert state.epochs_done == 5 and len(state.history) == 5
 
 
 def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_text_encoder, tmp_path):
@@ -111,18 +126,42 @@ def test_mesm_warmup_trains_sparser_each_epoch_but_validates_at_its_top_p(traini
         monkeypatch.setattr(training, name, spy)
 
     run = tmp_path / "warmup"
-    config = _config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, top_p_warmup=2, epochs=1)
-    training.train(config, run, progress=False, log=lambda m: None)
-    state = training.train(None, run, resume=True, epochs=3, progress=False, log=lambda m: None)
+    config = _config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, top_p_warmup=2, epochs=3)
+    state = training.train(config, run, progress=False, log=lambda m: None)
     assert seen == [("train_one_epoch", 1.0), ("predict", 0.5), ("train_one_epoch", 0.75), ("predict", 0.5),
                     ("train_one_epoch", 0.5), ("predict", 0.5)]
     assert [row["train_top_p"] for row in state.history] == [1.0, 0.75, 0.5]
+    assert state.best_epoch == 3   # the only epoch trained at the run's own top-p
+    # Resumed with a larger budget, the run goes on at its own top-p.
+    state = training.train(None, run, resume=True, epochs=4, progress=False, log=lambda m: None)
+    assert seen[-2:] == [("train_one_epoch", 0.5), ("predict", 0.5)] and state.history[-1]["train_top_p"] == 0.5
     metrics = json.loads((run / "metrics" / "epoch-001.json").read_text())
     assert metrics["train_top_p"] == 1.0
 
     with pytest.raises(ValueError, match="top-p-warmup"):
         training.train(_config(training_shards, tiny_text_encoder, top_p_warmup=2), tmp_path / "fe2e",
                        progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="no epoch at --top-p"):
+        training.train(_config(training_shards, tiny_text_encoder, model="mesm", top_p_warmup=4, epochs=4),
+                       tmp_path / "short", progress=False, log=lambda m: None)
+
+
+def test_only_the_best_and_last_checkpoints_are_kept_unless_all_are_asked_for(tmp_path):
+    from model.checkpoint import RunState, checkpoint_path, load_checkpoint, prune_checkpoints
+
+    run = tmp_path / "run"
+    for epoch in range(1, 6):
+        path = checkpoint_path(run, epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": epoch}, path)
+    removed = prune_checkpoints(run, RunState(epochs_done=5, best_epoch=2))
+    assert [p.name for p in removed] == ["epoch-001.pt", "epoch-003.pt", "epoch-004.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-002.pt", "epoch-005.pt"]
+    with pytest.raises(FileNotFoundError, match="kept: epoch-002.pt, epoch-005.pt"):
+        load_checkpoint(checkpoint_path(run, 3))
+    # No best epoch yet (a warm-up): only the last stays.
+    prune_checkpoints(run, RunState(epochs_done=5, best_epoch=None))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-005.pt"]
 
 
 def test_checkpoints_refuse_pickled_objects(tmp_path):
