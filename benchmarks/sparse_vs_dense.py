@@ -19,7 +19,10 @@ For each p in --p (default 0.3 0.5 0.7 0.9):
   warm-up rounds, torch.set_num_threads fixed (--threads) and printed; paired_time_ratio: the median
   over rounds of the per-round ratio (robust to other load drifting across the run);
   cpu_time_ratio: the same with the process's CPU time (less sensitive to other processes);
-- kept: the active share of positions at each resolution (per modality) of the timed passes.
+- kept: the active share of positions at each resolution (per modality) of the timed passes;
+- dense_efficiency_bound: the CPU-time ratio MESM would reach if each sparse block cost exactly its
+  kept share of the dense block's time (FE2E's stem and blocks timed one by one) and the attention
+  and selection were free: how far faster sparse kernels alone could take this model at this p.
 The attention is untrained (near uniform over positions), so top-p keeps a share close to p.
 
 The last line is one JSON object: the p=0.5 figures at the top level and every p under "per_p".
@@ -71,6 +74,47 @@ def extraction_step(model, batch, text_vector: torch.Tensor) -> None:
     loss.backward()
     model.zero_grad(set_to_none=True)
     text_vector.grad = None
+
+
+def dense_part_times(model, batch, rounds: int) -> dict[str, dict[str, float]]:
+    """{modality: {"stem": s, "block1": s, ...}}: median CPU time of forward+backward of each part of
+    FE2E's extractors on its own (the stem on the batch's images, each block on its predecessor's output)."""
+    from model.extractors import channels_last_strides
+
+    def median_cpu(step) -> float:
+        step()
+        times = []
+        for _ in range(rounds):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        return statistics.median(times)
+
+    parts = {}
+    for modality, images in (("v", batch.frames), ("a", batch.mel_chunks)):
+        extractor = model.extractors[modality]
+        x = channels_last_strides(images)
+        parts[modality] = {"stem": median_cpu(lambda: extractor.stem(x).square().mean().backward())}
+        with torch.no_grad():
+            x = extractor.stem(x)
+        for index, block in enumerate(extractor.blocks, start=1):
+            block_input = x.detach().requires_grad_()
+            parts[modality][f"block{index}"] = median_cpu(lambda: block(block_input).square().mean().backward())
+            with torch.no_grad():
+                x = block(x)
+    model.zero_grad(set_to_none=True)
+    return parts
+
+
+def dense_efficiency_bound(parts: dict[str, dict[str, float]], kept: dict[str, list[float]]) -> float:
+    """Seconds MESM's extraction would take if each sparse block cost exactly its kept share of the dense
+    block's time and the selection itself were free: the stems (dense in both) plus share x block."""
+    total = 0.0
+    for modality, times in parts.items():
+        total += times["stem"]
+        blocks = [name for name in times if name != "stem"]
+        total += sum(kept[modality][index] * times[name] for index, name in enumerate(blocks))
+    return total
 
 
 def time_interleaved(runs: dict, rounds: int, warmup: int) -> dict[str, dict[str, list[float]]]:
@@ -147,6 +191,12 @@ def main(argv=None) -> dict:
     fe2e_cpu = statistics.median(times["fe2e"]["cpu"])
     print(f"FE2E forward+backward: median {fe2e_wall * 1e3:.1f} ms wall, {fe2e_cpu * 1e3:.1f} ms CPU"
           f" over {args.repeats} rounds")
+    parts = dense_part_times(dense, batch, args.repeats)
+    parts_total = sum(sum(times.values()) for times in parts.values())
+    stems = sum(times["stem"] for times in parts.values())
+    print(f"FE2E's parts, each forward+backward on its own (CPU): {parts_total * 1e3:.1f} ms, of which the stems"
+          f" (dense in MESM too) {stems * 1e3:.1f} ms; "
+          + ", ".join(f"{m} {n} {t * 1e3:.1f}" for m, times in parts.items() for n, t in times.items()))
     per_p = []
     for p in args.p:
         wall, cpu = times[f"mesm@{p}"]["wall"], times[f"mesm@{p}"]["cpu"]
@@ -158,6 +208,9 @@ def main(argv=None) -> dict:
             "time_ratio": round(statistics.median(wall) / fe2e_wall, 4),
             "paired_time_ratio": round(statistics.median(s / d for s, d in zip(wall, times["fe2e"]["wall"])), 4),
             "cpu_time_ratio": round(statistics.median(cpu) / fe2e_cpu, 4),
+            # What the CPU-time ratio would be with sparse blocks exactly as fast per kept site as the
+            # dense ones and a free selection: how far kernels alone could take this model.
+            "dense_efficiency_bound": round(dense_efficiency_bound(parts, kept[p]) / parts_total, 4),
             "mesm_gflops": round(flops[p]["total"] / 1e9, 4),
             "mesm_ms": round(statistics.median(wall) * 1e3, 1),
             "kept": {m: [round(f, 3) for f in fractions] for m, fractions in kept[p].items()},
@@ -165,11 +218,13 @@ def main(argv=None) -> dict:
         per_p.append(row)
         print(f"p={p}: flops_ratio {row['flops_ratio']:.3f} (visual {row['flops_ratio_visual']:.3f},"
               f" acoustic {row['flops_ratio_acoustic']:.3f}), time_ratio {row['time_ratio']:.3f}"
-              f" (paired {row['paired_time_ratio']:.3f}, CPU time {row['cpu_time_ratio']:.3f};"
+              f" (paired {row['paired_time_ratio']:.3f}, CPU time {row['cpu_time_ratio']:.3f},"
+              f" bound at dense efficiency {row['dense_efficiency_bound']:.3f};"
               f" {row['mesm_ms']:.1f} ms), kept per resolution {row['kept']}")
     at_half = next((row for row in per_p if row["p"] == 0.5), per_p[0])
     result = {"p": at_half["p"], "flops_ratio": at_half["flops_ratio"], "time_ratio": at_half["time_ratio"],
               "paired_time_ratio": at_half["paired_time_ratio"], "cpu_time_ratio": at_half["cpu_time_ratio"],
+              "dense_efficiency_bound": at_half["dense_efficiency_bound"],
               "targets": {"flops_ratio": 0.55, "time_ratio": 0.7},
               "fe2e_gflops": round(dense_flops["total"] / 1e9, 4), "fe2e_ms": round(fe2e_wall * 1e3, 1),
               "threads": torch.get_num_threads(), "repeats": args.repeats,
