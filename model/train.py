@@ -348,7 +348,7 @@ def training_top_p(config: TrainConfig, epoch: int) -> float | None:
     """
     if config.model != "mesm":
         return None
-    if config.top_p_warmup <= 0 or epoch > config.top_p_warmup:
+    if not in_top_p_warmup(config, epoch):
         return config.top_p
     return 1.0 - (1.0 - config.top_p) * (epoch - 1) / config.top_p_warmup
 
