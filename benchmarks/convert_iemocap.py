@@ -435,7 +435,9 @@ def child_ours_one_dialog(dialogs_json: Path, out: Path, dialog: str) -> None:
     """One worker's media work on one dialog: what a Dask task runs, without the cluster."""
     from mer_data.media.cut import cut_recording
     from mer_data.records import CutRequest
+    from pipelines.recording_task import use_one_opencv_thread
 
+    use_one_opencv_thread()  # as the Dask task does
     d = next(d for d in load_dialogs(dialogs_json) if d.name == dialog)
     out.mkdir(parents=True, exist_ok=True)
     requests = [CutRequest(u["id"], u["start"], u["end"], u["region"], u["channel"]) for u in d.utterances]

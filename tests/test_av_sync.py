@@ -154,6 +154,32 @@ def test_mouth_region_of_a_detected_face_darkens_as_the_mouth_opens():
     assert np.all(np.diff(darkness) > 1.0), darkness
 
 
+def test_the_search_near_the_previous_face_finds_it_and_falls_back_to_the_whole_image(monkeypatch):
+    from mer_data.media import faces as face_detection
+
+    head = faces.TalkingHead((360, 480), "left", faces.LOOKS["F"])
+    image = head.render(faces.Expression())
+    full = face_detection.detect_face(image)
+    x, y, w, h = full
+    near_results = []
+    search_near = face_detection._search_near
+    monkeypatch.setattr(face_detection, "_search_near", lambda *a: near_results.append(search_near(*a)) or near_results[-1])
+    near = face_detection.detect_face(image, near=[x + 4, y - 3, w, h])    # last frame's face, moved
+    assert near_results[0] is not None, "the face was not found near its last place"
+    assert _iou(near, full) > 0.9
+    # Nothing near a box in an empty corner, at its small size: the whole image is searched.
+    assert face_detection.detect_face(image, near=[0, 0, 40, 40]) == full
+    # Where the face really left the window, the full search finds it again (not a stale box).
+    blank = np.full_like(image, 128)
+    assert face_detection.detect_face(blank, near=full) is None
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
 def _curve(recording: str, peak_lag: float, width: float = 4.0, max_lag: int = 30, weight: float = 90.0,
            overlap: int = 80) -> av_sync.SyncCurve:
     lags = np.arange(-max_lag, max_lag + 1)

@@ -236,11 +236,12 @@ def test_full_region_and_face_samples(cut):
 
 
 def test_max_height_scales_the_clip_and_faces_are_found_in_clip_pixels(sources, tmp_path, monkeypatch):
-    seen_shapes = []
+    seen_shapes, seen_near = [], []
 
-    def fake_detector(image):
+    def fake_detector(image, near=None):
         seen_shapes.append(image.shape)
-        return [1, 2, 3, 4] if len(seen_shapes) % 2 else None  # a face in every other sample
+        seen_near.append(near)
+        return [1, 2, 3 + len(seen_shapes), 4] if len(seen_shapes) % 2 else None  # a face in every other sample
 
     monkeypatch.setattr(video_module, "detect_face", fake_detector)
     request = CutRequest("scaled", 0.5, 2.5, "left", 0)
@@ -253,8 +254,10 @@ def test_max_height_scales_the_clip_and_faces_are_found_in_clip_pixels(sources, 
     assert counted_frames(results[0].mp4) == video["frames"]
     assert set(seen_shapes) == {(120, 80)}
     assert len(faces["frames"]) == len(face_sample_frames(video["frames"], FPS, 250)) == len(seen_shapes)
-    assert [entry["box"] for entry in faces["frames"][:2]] == [[1, 2, 3, 4], None]
+    assert [entry["box"] for entry in faces["frames"][:3]] == [[1, 2, 4, 4], None, [1, 2, 6, 4]]
     assert faces["detection_rate"] == pytest.approx(math.ceil(len(seen_shapes) / 2) / len(seen_shapes))
+    # Each sample is searched near the clip's latest face, in frame order (a miss keeps the last one).
+    assert seen_near[:4] == [None, [1, 2, 4, 4], [1, 2, 4, 4], [1, 2, 6, 4]]
 
 
 def test_cutting_twice_gives_identical_bytes(sources, cut, tmp_path):

@@ -190,7 +190,7 @@ def _read_faces(pipe: Any, source: VideoSource, order: list[int], samples: dict[
         for plan, clip_index in samples[frame_index]:
             g = plan.geometry
             crop = luma[g.y:g.y + g.height, g.x:g.x + g.width]
-            run.faces.setdefault(plan.key, []).append((clip_index, detector.submit(crop, g)))
+            run.faces.setdefault(plan.key, []).append((clip_index, detector.submit(crop, g, plan.key)))
             run.black.setdefault(plan.key, []).append(is_black_frame(crop))
         run.last_face_frame = frame_index
 

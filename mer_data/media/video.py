@@ -220,29 +220,35 @@ def face_facts_of(plan: ClipPlan, faces: list[tuple[int, "Future[list[int] | Non
 
 class FaceDetector:
     """Runs the face detector on a worker thread, so that the face frames keep being read meanwhile
-    (OpenCV releases the GIL while it detects). The result does not depend on timing."""
+    (OpenCV releases the GIL while it detects). The result does not depend on timing: the one
+    thread detects in submission order, so each clip's frames are searched in frame order, each
+    near the face found in the clip's previous sampled frame."""
 
     def __init__(self) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
         self._free_slots = threading.BoundedSemaphore(_MAX_PENDING_FACE_FRAMES)
+        self._last_face: dict[str, list[int]] = {}  # clip key -> its latest face box (worker thread only)
 
-    def submit(self, luma: np.ndarray, geometry: ClipGeometry) -> "Future[list[int] | None]":
-        """Detect on a copy of `luma` (the buffer under it is refilled), scaled to the clip size."""
+    def submit(self, luma: np.ndarray, geometry: ClipGeometry, clip: str) -> "Future[list[int] | None]":
+        """Detect on a copy of `luma` (the buffer under it is refilled), scaled to the clip size.
+        Submit each clip's frames in frame order."""
         self._free_slots.acquire()
-        detection = self._worker.submit(_detect_in_clip, np.array(luma), geometry)
+        detection = self._worker.submit(self._detect_in_clip, np.array(luma), geometry, clip)
         detection.add_done_callback(lambda _: self._free_slots.release())
         return detection
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-
-def _detect_in_clip(luma: np.ndarray, geometry: ClipGeometry) -> list[int] | None:
-    """The face box in clip pixels: found on the crop's luma, scaled to the clip size if it is."""
-    if geometry.scaled:
-        luma = cv2.resize(luma, (geometry.out_width, geometry.out_height), interpolation=cv2.INTER_AREA)
-    with _DETECTOR_LOCK:
-        return detect_face(luma)
+    def _detect_in_clip(self, luma: np.ndarray, geometry: ClipGeometry, clip: str) -> list[int] | None:
+        """The face box in clip pixels: found on the crop's luma, scaled to the clip size if it is."""
+        if geometry.scaled:
+            luma = cv2.resize(luma, (geometry.out_width, geometry.out_height), interpolation=cv2.INTER_AREA)
+        with _DETECTOR_LOCK:
+            box = detect_face(luma, near=self._last_face.get(clip))
+        if box is not None:
+            self._last_face[clip] = box
+        return box
 
 
 def read_tail(path: Path) -> str:
