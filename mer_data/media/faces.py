@@ -26,7 +26,7 @@ DETECTION_HEIGHT = 160
 SCALE_FACTOR = 1.1
 # The search near the previous frame's face: a window this many face sides wider on each side, and
 # sizes within this factor of the previous face's. A speaker's face moves little in 500 ms; the
-# search costs about 1/3 of a full one (fewer sizes, a smaller area) and falls back to the full
+# search costs about half a full one (fewer sizes, a smaller area) and falls back to the full
 # search when it finds nothing (benchmarks/README.md, "Face detection").
 NEAR_MARGIN = 0.5
 NEAR_SIZE_FACTOR = 1.25
