@@ -56,6 +56,8 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": config.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "corpus": config.corpus}
+    if tested.get("kept_share"):
+        metrics["run"]["kept_share"] = tested["kept_share"]
     if is_feature_model(config.model):
         metrics["run"]["features"] = ", ".join(model.input_names)
     out = Path(run) / f"eval-{split}"

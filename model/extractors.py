@@ -150,6 +150,7 @@ class SparseCNNExtractor(CNNExtractor):
         self.nucleus_per_level = nucleus_per_level
         self.selection_cell = selection_cell
         self.last_active_fractions: list[float] = []
+        self.last_active_counts: list[tuple[int, int]] = []   # (kept, positions) per resolution
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         if text is None or text.shape[0] != images.shape[0]:
@@ -162,14 +163,15 @@ class SparseCNNExtractor(CNNExtractor):
         weights = attention.reshape(-1).index_select(0, active.flat_index) * attention[0].numel()
         sparse = SparseMap(gather_sites(x, active) * weights.unsqueeze(1).to(x.dtype), active)
         level_attention = attention.detach()
-        fractions = [self._fraction(sparse)]
+        counts = [self._counts(sparse)]
         for block in self.blocks:
             sparse = block(sparse)
             if self.nucleus_per_level and self.top_p < 1:
                 level_attention = F.avg_pool2d(level_attention.unsqueeze(1), 2).squeeze(1) * 4  # summed mass
                 sparse = self._keep_nucleus(sparse, level_attention)
-            fractions.append(self._fraction(sparse))
-        self.last_active_fractions = fractions
+            counts.append(self._counts(sparse))
+        self.last_active_counts = counts
+        self.last_active_fractions = [kept / max(1, positions) for kept, positions in counts]
         return global_average_pool(sparse)
 
     def _select(self, attention: torch.Tensor) -> torch.Tensor:
@@ -199,6 +201,6 @@ class SparseCNNExtractor(CNNExtractor):
         return sparse.select(keep)
 
     @staticmethod
-    def _fraction(sparse: SparseMap) -> float:
-        """Active share of the positions at this resolution."""
-        return sparse.active.n_active / max(1, sparse.active.n_positions)
+    def _counts(sparse: SparseMap) -> tuple[int, int]:
+        """(active positions, all positions) at this resolution."""
+        return sparse.active.n_active, sparse.active.n_positions

@@ -260,6 +260,10 @@ class MESM(FE2E):
         """Per modality, the active share of positions at each resolution of the last forward pass."""
         return {m: list(e.last_active_fractions) for m, e in self.extractors.items()}
 
+    def active_counts(self) -> dict[str, list[tuple[int, int]]]:
+        """Per modality, (active, all) positions at each resolution of the last forward pass."""
+        return {m: list(e.last_active_counts) for m, e in self.extractors.items()}
+
 
 MODEL_KINDS = {"fe2e": FE2E, "mesm": MESM}
 

@@ -148,7 +148,12 @@ def _markdown_preamble(metrics: dict[str, Any], reference: PaperRow | None) -> l
              f"percent; **mean** = unweighted mean over the classes."]
     run = metrics.get("run") or {}
     if run:
-        lines += ["", "Run: " + ", ".join(f"{key} {value}" for key, value in run.items() if value is not None) + "."]
+        lines += ["", "Run: " + ", ".join(f"{key} {value}" for key, value in run.items()
+                                          if value is not None and key != "kept_share") + "."]
+    if run.get("kept_share"):
+        lines += ["", "Positions the sparse extractors kept on this split (share per resolution, the stem's "
+                      "first): " + "; ".join(f"{m} " + " / ".join(f"{s:.2f}" for s in levels)
+                                           for m, levels in run["kept_share"].items()) + "."]
     if reference:
         lines += ["", f"Paper rows: {reference.model} as published in {PAPER_CITATION}, on the real corpus with "
                       f"the authors' split (dai2021): comparable only when this run used the same data and split."]

@@ -68,6 +68,7 @@ class EpochResult:
     metrics: dict
     train_seconds: float = 0.0   # the training pass alone (no validation): samples/s = train_samples / this
     train_top_p: float | None = None   # MESM: the nucleus mass of the training pass (see training_top_p)
+    valid_kept_share: dict | None = None   # MESM: kept share of the positions per modality and resolution (valid)
 
     def summary(self) -> dict:
         row = asdict(self)
@@ -225,10 +226,12 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
     model.eval()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     ids, scores, targets, total = [], [], [], 0.0
+    kept = KeptShare()
     for batch in progress(loader, desc=desc):
         batch = batch.to(config.device)
         with autocast(config):
             logits = model(batch).logits.float()
+        kept.add(model)
         total += float(loss_fn(logits, batch.targets)) / batch.targets.shape[1]
         ids.extend(batch.ids)
         scores.append(torch.sigmoid(logits).cpu().numpy())
@@ -236,7 +239,37 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
     if not ids:
         raise RuntimeError(f"the {desc} split yielded no samples: check the shard paths and split names")
     return {"ids": ids, "scores": np.concatenate(scores), "targets": np.concatenate(targets),
-            "loss": total / len(ids)}
+            "loss": total / len(ids), "kept_share": kept.shares()}
+
+
+class KeptShare:
+    """MESM's kept share of the positions over a split, per modality and resolution (stem first).
+
+    The FLOPs a sparse extractor saves follow the positions its trained attention keeps, which can
+    be fewer than p of them (a peaked attention reaches the mass p on fewer positions) or more
+    (the cells of selection_cell, at least one position per image): measured, not assumed."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, np.ndarray] = {}   # modality -> [levels, 2] (kept, positions) summed
+
+    def add(self, model) -> None:
+        """Add the counts of the model's last forward pass (nothing for a dense model)."""
+        for modality, levels in getattr(model, "active_counts", dict)().items():
+            counts = np.asarray(levels, dtype=np.int64).reshape(-1, 2)
+            self._counts[modality] = self._counts.get(modality, 0) + counts
+
+    def shares(self) -> dict[str, list[float]] | None:
+        if not self._counts:
+            return None
+        return {m: [round(float(kept / max(1, positions)), 4) for kept, positions in counts]
+                for m, counts in sorted(self._counts.items())}
+
+    @staticmethod
+    def describe(shares: dict[str, list[float]] | None) -> str:
+        """"kept a 0.41/0.41/0.44/0.50, v ..." for a log line, or "" for a dense model."""
+        if not shares:
+            return ""
+        return "kept " + ", ".join(f"{m} " + "/".join(f"{s:.2f}" for s in levels) for m, levels in shares.items())
 
 
 def validation_metrics(config: TrainConfig, valid: dict) -> dict:
@@ -331,6 +364,7 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
             ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
         log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
             f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
+            + (f"  {KeptShare.describe(result.valid_kept_share)}" if result.valid_kept_share else "")
             + ("  *best*" if state.best_epoch == epoch else "")
             + (f"  (top-p warm-up: trained at {result.train_top_p:.3g})" if in_top_p_warmup(config, epoch) else ""))
     if state.stopped_early:
@@ -382,7 +416,7 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
     metrics = validation_metrics(config, valid)
     return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
                        seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics,
-                       train_seconds=train_seconds, train_top_p=top_p)
+                       train_seconds=train_seconds, train_top_p=top_p, valid_kept_share=valid["kept_share"])
 
 
 def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, eligible: bool = True) -> None:

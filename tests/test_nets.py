@@ -103,6 +103,27 @@ def test_mesm_at_p_one_keeps_every_position(encoder_dir, batch):
     assert all(f == 1.0 for levels in fractions.values() for f in levels)
 
 
+def test_kept_share_sums_positions_over_batches_and_skips_dense_models(encoder_dir, batch):
+    from model.train import KeptShare
+
+    mesm = build_model("mesm", LABELS, "tav", str(encoder_dir), 0.5, **TINY)
+    kept = KeptShare()
+    counts = []
+    for top_p in (0.5, 1.0):   # two "batches" that keep different shares
+        mesm.top_p = top_p
+        mesm(batch)
+        kept.add(mesm)
+        counts.append(mesm.active_counts())
+    kept.add(build_model("fe2e", LABELS, "tav", str(encoder_dir), **TINY))   # dense: adds nothing
+    for modality, levels in kept.shares().items():
+        for level, share in enumerate(levels):
+            active = sum(c[modality][level][0] for c in counts)
+            positions = sum(c[modality][level][1] for c in counts)
+            assert share == pytest.approx(active / positions, abs=1e-4)
+            assert counts[1][modality][level][0] == counts[1][modality][level][1]   # p=1 keeps all
+    assert KeptShare().shares() is None
+
+
 def test_mesm_keeps_about_p_of_the_positions_at_init(encoder_dir, batch):
     model = build_model("mesm", LABELS, "tav", str(encoder_dir), 0.5, **TINY)
     model(batch)

@@ -92,13 +92,19 @@ def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_tex
     from model.train import train
 
     run = tmp_path / "mesm"
-    train(_config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, epochs=1), run, progress=False,
-          log=lambda m: None)
+    lines = []
+    state = train(_config(training_shards, tiny_text_encoder, model="mesm", top_p=0.5, epochs=1), run,
+                  progress=False, log=lines.append)
     metrics = evaluate(run, split="test", progress=False)
     index = __import__("pandas").read_parquet(training_shards / "index.parquet")
     assert metrics["run"]["samples"] == int((index["split"] == "test").sum())
     markdown = (run / "eval-test" / "metrics.md").read_text()
     assert "plain binary accuracy" in markdown and "F1" in markdown
+    # The kept share of the positions is measured per split, modality and resolution (4 here).
+    for kept in (state.history[0]["valid_kept_share"], metrics["run"]["kept_share"]):
+        assert set(kept) == {"a", "v"} and all(len(levels) == 4 for levels in kept.values())
+        assert all(0 < share < 1 for levels in kept.values() for share in levels)
+    assert "kept a " in lines[0] and "Positions the sparse extractors kept" in markdown
     scores = __import__("pandas").read_parquet(run / "eval-test" / "scores.parquet")
     assert sorted(scores["id"]) == sorted(index.loc[index["split"] == "test", "key"])
 
