@@ -149,7 +149,6 @@ class SparseCNNExtractor(CNNExtractor):
         self.top_p = top_p
         self.nucleus_per_level = nucleus_per_level
         self.selection_cell = selection_cell
-        self.last_active_fractions: list[float] = []
         self.last_active_counts: list[tuple[int, int]] = []   # (kept, positions) per resolution
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,7 +170,6 @@ class SparseCNNExtractor(CNNExtractor):
                 sparse = self._keep_nucleus(sparse, level_attention)
             counts.append(self._counts(sparse))
         self.last_active_counts = counts
-        self.last_active_fractions = [kept / max(1, positions) for kept, positions in counts]
         return global_average_pool(sparse)
 
     def _select(self, attention: torch.Tensor) -> torch.Tensor:

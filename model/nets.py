@@ -258,7 +258,8 @@ class MESM(FE2E):
 
     def active_fractions(self) -> dict[str, list[float]]:
         """Per modality, the active share of positions at each resolution of the last forward pass."""
-        return {m: list(e.last_active_fractions) for m, e in self.extractors.items()}
+        return {m: [kept / max(1, positions) for kept, positions in levels]
+                for m, levels in self.active_counts().items()}
 
     def active_counts(self) -> dict[str, list[tuple[int, int]]]:
         """Per modality, (active, all) positions at each resolution of the last forward pass."""

@@ -127,6 +127,11 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_kept_share(shares: dict[str, list[float]]) -> str:
+    """MESM's kept shares as "a 0.41/0.41/0.44/0.50, v ..." (the epoch log and the report)."""
+    return ", ".join(f"{m} " + "/".join(f"{s:.2f}" for s in levels) for m, levels in shares.items())
+
+
 def _title(metrics: dict[str, Any]) -> str:
     return f"{CORPUS_TITLES.get(metrics['corpus'], metrics['corpus'])}, {metrics['split']} split"
 
@@ -152,8 +157,7 @@ def _markdown_preamble(metrics: dict[str, Any], reference: PaperRow | None) -> l
                                           if value is not None and key != "kept_share") + "."]
     if run.get("kept_share"):
         lines += ["", "Positions the sparse extractors kept on this split (share per resolution, the stem's "
-                      "first): " + "; ".join(f"{m} " + " / ".join(f"{s:.2f}" for s in levels)
-                                           for m, levels in run["kept_share"].items()) + "."]
+                      f"first): {describe_kept_share(run['kept_share'])}."]
     if reference:
         lines += ["", f"Paper rows: {reference.model} as published in {PAPER_CITATION}, on the real corpus with "
                       f"the authors' split (dai2021): comparable only when this run used the same data and split."]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from model import checkpoint as ckpt
+from model.report import describe_kept_share
 
 
 @dataclass
@@ -264,13 +265,6 @@ class KeptShare:
         return {m: [round(float(kept / max(1, positions)), 4) for kept, positions in counts]
                 for m, counts in sorted(self._counts.items())}
 
-    @staticmethod
-    def describe(shares: dict[str, list[float]] | None) -> str:
-        """"kept a 0.41/0.41/0.44/0.50, v ..." for a log line, or "" for a dense model."""
-        if not shares:
-            return ""
-        return "kept " + ", ".join(f"{m} " + "/".join(f"{s:.2f}" for s in levels) for m, levels in shares.items())
-
 
 def validation_metrics(config: TrainConfig, valid: dict) -> dict:
     """Validation metrics with thresholds tuned on validation itself (the early-stopping score)."""
@@ -364,7 +358,7 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
             ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
         log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
             f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
-            + (f"  {KeptShare.describe(result.valid_kept_share)}" if result.valid_kept_share else "")
+            + (f"  kept {describe_kept_share(result.valid_kept_share)}" if result.valid_kept_share else "")
             + ("  *best*" if state.best_epoch == epoch else "")
             + (f"  (top-p warm-up: trained at {result.train_top_p:.3g})" if in_top_p_warmup(config, epoch) else ""))
     if state.stopped_early:

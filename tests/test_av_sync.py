@@ -169,7 +169,7 @@ def test_the_search_near_the_previous_face_finds_it_and_falls_back_to_the_whole_
     assert _iou(near, full) > 0.9
     # Nothing near a box in an empty corner, at its small size: the whole image is searched.
     assert face_detection.detect_face(image, near=[0, 0, 40, 40]) == full
-    # Where the face really left the window, the full search finds it again (not a stale box).
+    # A face that is gone is not reported at its old place.
     blank = np.full_like(image, 128)
     assert face_detection.detect_face(blank, near=full) is None
 
