@@ -12,7 +12,8 @@ neighbours contribute (inactive sites read as zeros). One layer is one gather (i
 sites, [N, k*k*Cin]) and ONE matrix product with the weight, laid out as nn.Conv2d's [Cout, Cin, k, k].
 Its backward is gathers and matrix products too: the input and output active sets are the same, so
 site j is the neighbour of site i at offset d exactly when i is j's neighbour at offset -d, and the
-input gradient is the im2col of the output gradient times the flipped weight (no scatter-add).
+input gradient is the im2col of the output gradient times the flipped weight (no scatter-add);
+the weight gradient reuses that im2col (the transposed columns times the input features).
 """
 from __future__ import annotations
 
@@ -300,14 +301,19 @@ class _SubmanifoldConvolution(torch.autograd.Function):
         out_channels, in_channels, k, _ = weight.shape
         rows = table.shape[0]
         grad_out = grad_out.to(features.dtype).contiguous()
+        # One gather serves both gradients: the im2col of the output gradient, whose block e holds
+        # G[neighbour of j at offset e]. Input gradient: those columns times the flipped weight.
+        # Weight gradient at offset d: sum_i G[i] X[neighbour of i at d]^T = sum_j G[neighbour of j
+        # at -d] X[j]^T (the same symmetry), i.e. block -d of the columns, transposed, times X.
+        grad_columns = _im2col(grad_out, table)
         grad_features = grad_weight = None
         if ctx.needs_input_grad[0]:
             # Offset index ky*k+kx of the flipped kernel is the opposite offset of the original.
             flipped_rows = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, k * k * out_channels)
-            grad_features = _rows_times_matrix(_im2col(grad_out, table), flipped_rows.to(features.dtype))[:rows]
+            grad_features = _rows_times_matrix(grad_columns, flipped_rows.to(features.dtype))[:rows]
         if ctx.needs_input_grad[1]:
-            grad_matrix = _im2col(features, table)[:rows].t() @ grad_out
-            grad_weight = grad_matrix.view(k, k, in_channels, out_channels).permute(3, 2, 0, 1)
+            grad_matrix = grad_columns[:rows].t() @ features          # [k*k*Cout, Cin], block e: offset -e
+            grad_weight = grad_matrix.view(k, k, out_channels, in_channels).flip(0, 1).permute(2, 3, 0, 1)
             grad_weight = grad_weight.to(weight.dtype)
         return grad_features, grad_weight, None
 
