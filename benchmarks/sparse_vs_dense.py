@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/sparse_vs_dense.py --threads 2     # both cores
     .venv/bin/python benchmarks/sparse_vs_dense.py --repeats 3     # quicker, noisier
     .venv/bin/python benchmarks/sparse_vs_dense.py --channels 32 64 128 256   # other CNN widths
+    .venv/bin/python benchmarks/sparse_vs_dense.py --run runs/mesm    # a trained MESM on a real batch
 
 FE2E and MESM are built with the same weights wherever they share parameters (MESM loads FE2E's
 state_dict; only its cross-modal attention is its own). One fixed batch: 8 utterances with 4-8
@@ -24,6 +25,12 @@ For each p in --p (default 0.3 0.5 0.7 0.9):
   kept share of the dense block's time (FE2E's stem and blocks timed one by one) and the attention
   and selection were free: how far faster sparse kernels alone could take this model at this p.
 The attention is untrained (near uniform over positions), so top-p keeps a share close to p.
+
+With --run RUN/ (a MESM run of `mer train` on t, a, v), MESM has that run's best weights and FE2E the
+same weights wherever the two share names (all but the cross-modal attention), and the batch is the
+first --batch-size utterances of the run's shards' --split (test by default; --shards for others).
+A trained attention is peaked, so top-p at p keeps fewer than p of the positions: this measures
+what a trained model saves on real inputs, where the default measures the untrained worst case.
 
 The last line is one JSON object: the p=0.5 figures at the top level and every p under "per_p".
 Targets at p=0.5: flops_ratio <= 0.55, time_ratio <= 0.7.
@@ -65,6 +72,55 @@ def synthetic_batch(tokenizer, batch_size: int, seed: int) -> Batch:
         chunk_counts=chunk_counts,
         input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
         targets=torch.zeros(batch_size, len(LABELS)), label_names=LABELS)
+
+
+def untrained_models_and_batch(args):
+    """FE2E and MESM with the same fresh weights (MESM loads FE2E's), and the seeded synthetic batch."""
+    options = {"nucleus_per_level": not args.no_nucleus_per_level}
+    if args.channels:
+        options.update(visual_channels=tuple(args.channels), acoustic_channels=tuple(args.channels))
+    dense = build_model("fe2e", LABELS, "tav", args.text_encoder, **options)
+    sparse = build_model("mesm", LABELS, "tav", args.text_encoder, 0.5, **options)
+    share_weights(dense, sparse)
+    return dense, sparse, synthetic_batch(load_tokenizer(args.text_encoder), args.batch_size, args.seed)
+
+
+def trained_models_and_batch(args):
+    """A trained MESM run's best weights (its attention decides what is kept), FE2E with those same
+    weights where they share names, and the first batch of the run's shards' --split, in file order."""
+    from dataclasses import replace
+
+    from model.evaluate import load_run
+    from model.train import make_loader, make_model, tokenizer_for
+
+    config, sparse, epoch = load_run(Path(args.run), shards=args.shards, device="cpu", workers=0)
+    if config.model != "mesm" or set(config.modalities) != set("tav"):
+        raise SystemExit(f"{args.run}: --run needs a MESM run on all of t, a, v (it is {config.model},"
+                         f" {config.modalities})")
+    dense = make_model(replace(config, model="fe2e"))
+    share_weights(dense, sparse, direction="from_sparse")
+    batch = next(iter(make_loader(replace(config, batch_size=args.batch_size), args.split,
+                                  tokenizer_for(config), train=False)))
+    print(f"trained MESM: {args.run} epoch {epoch} (trained at top-p {config.top_p}); batch: the first"
+          f" {len(batch)} utterances of the {args.split} split")
+    return dense, sparse, batch
+
+
+def share_weights(dense, sparse, direction: str = "from_dense") -> None:
+    """Copy the parameters FE2E and MESM share (all but MESM's attention) from one into the other."""
+    if direction == "from_dense":
+        missing, unexpected = sparse.load_state_dict(dense.state_dict(), strict=False)
+        missing = [key for key in missing if not is_cross_modal_attention(key)]    # MESM's own
+    else:
+        shared = {key: value for key, value in sparse.state_dict().items() if not is_cross_modal_attention(key)}
+        missing, unexpected = dense.load_state_dict(shared, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"FE2E/MESM weights do not line up: missing {missing}, unexpected {unexpected}")
+
+
+def is_cross_modal_attention(key: str) -> bool:
+    """A parameter of MESM's cross-modal attention (extractors.<m>.attention.*): MESM's own."""
+    return key.startswith("extractors.") and ".attention." in key
 
 
 def extraction_step(model, batch, text_vector: torch.Tensor) -> None:
@@ -152,26 +208,28 @@ def main(argv=None) -> dict:
                         help="MESM without top-p after each sparse pooling (pooling alone decides)")
     parser.add_argument("--channels", type=int, nargs="+", default=None, metavar="WIDTH",
                         help="CNN widths of both extractors, stem first (default: model/nets.py Architecture's)")
+    parser.add_argument("--run", default=None, metavar="RUN",
+                        help="a trained MESM run folder: time its best weights on a real batch of its shards"
+                             " (FE2E gets the same weights), instead of fresh weights on synthetic tensors")
+    parser.add_argument("--shards", nargs="+", default=None, help="with --run: shards other than the run's")
+    parser.add_argument("--split", default="test", help="with --run: the split the batch comes from")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    options = {"nucleus_per_level": not args.no_nucleus_per_level}
-    if args.channels:
-        options.update(visual_channels=tuple(args.channels), acoustic_channels=tuple(args.channels))
-    dense = build_model("fe2e", LABELS, "tav", args.text_encoder, **options)
-    sparse = build_model("mesm", LABELS, "tav", args.text_encoder, 0.5, **options)
-    missing, unexpected = sparse.load_state_dict(dense.state_dict(), strict=False)
-    if unexpected or any(".attention." not in key for key in missing):
-        raise RuntimeError(f"FE2E/MESM weights do not line up: missing {missing}, unexpected {unexpected}")
-    batch = synthetic_batch(load_tokenizer(args.text_encoder), args.batch_size, args.seed)
+    if args.run:
+        dense, sparse, batch = trained_models_and_batch(args)
+    else:
+        dense, sparse, batch = untrained_models_and_batch(args)
     with torch.no_grad():
         text_vector = dense.encode_text(batch).detach().requires_grad_()
     dense.train()
     sparse.train()
+    nucleus_per_level = sparse.architecture.nucleus_per_level
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {len(batch)} utterances,"
-          f" {batch.frames.shape[0]} frames 3x48x48, {batch.mel_chunks.shape[0]} mel chunks 1x64x32,"
-          f" nucleus_per_level={options['nucleus_per_level']}, CNN widths {dense.architecture.visual_channels}")
+          f" {batch.frames.shape[0]} frames {'x'.join(map(str, batch.frames.shape[1:]))},"
+          f" {batch.mel_chunks.shape[0]} mel chunks {'x'.join(map(str, batch.mel_chunks.shape[1:]))},"
+          f" nucleus_per_level={nucleus_per_level}, CNN widths {dense.architecture.visual_channels}")
 
     dense_flops = feature_extraction_flops(dense, batch)
     print(f"FE2E feature extraction: {dense_flops['total'] / 1e9:.3f} GFLOPs counted"
@@ -228,7 +286,7 @@ def main(argv=None) -> dict:
               "targets": {"flops_ratio": 0.55, "time_ratio": 0.7},
               "fe2e_gflops": round(dense_flops["total"] / 1e9, 4), "fe2e_ms": round(fe2e_wall * 1e3, 1),
               "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "nucleus_per_level": options["nucleus_per_level"],
+              "nucleus_per_level": nucleus_per_level, "trained_run": args.run,
               "channels": list(dense.architecture.visual_channels), "per_p": per_p}
     print(json.dumps(result))
     return result
