@@ -214,6 +214,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--shards", nargs="+", default=None, help="with --run: shards other than the run's")
     parser.add_argument("--split", default="test", help="with --run: the split the batch comes from")
     args = parser.parse_args(argv)
+    if args.run and (args.channels or args.no_nucleus_per_level or args.text_encoder):
+        parser.error("--run takes the sizes and text encoder of the run: drop --channels,"
+                     " --no-nucleus-per-level and --text-encoder")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
