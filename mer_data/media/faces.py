@@ -55,8 +55,7 @@ def detect_face(image: np.ndarray, near: list[int] | None = None) -> list[int] |
     min_side = max(20, int(MIN_FACE_FRACTION * small.shape[0]))
     found = _search_near(small, [v * scale for v in near], min_side) if near is not None else None
     if found is None:
-        found = _largest(_cascade().detectMultiScale(small, scaleFactor=SCALE_FACTOR, minNeighbors=4,
-                                                     minSize=(min_side, min_side)))
+        found = _largest_face(small, min_side)
     return None if found is None else [int(round(v / scale)) for v in found]
 
 
@@ -75,13 +74,16 @@ def _search_near(small: np.ndarray, box: list[float], min_side: int) -> list[int
     largest = int(math.ceil(max(w, h) * NEAR_SIZE_FACTOR))
     if x1 - x0 < smallest or y1 - y0 < smallest:
         return None
-    found = _largest(_cascade().detectMultiScale(small[y0:y1, x0:x1], scaleFactor=SCALE_FACTOR, minNeighbors=4,
-                                                 minSize=(smallest, smallest), maxSize=(largest, largest)))
+    found = _largest_face(small[y0:y1, x0:x1], smallest, largest)
     return None if found is None else [found[0] + x0, found[1] + y0, found[2], found[3]]
 
 
-def _largest(found: np.ndarray | tuple) -> list[int] | None:
-    """The largest box (ties: the leftmost, then the topmost), or None."""
+def _largest_face(image: np.ndarray, smallest: int, largest: int | None = None) -> list[int] | None:
+    """The largest face the cascade finds in `image` with sides from `smallest` up to `largest`
+    (no limit if None) as [x, y, w, h] (ties: the leftmost, then the topmost), or None."""
+    limit = {} if largest is None else {"maxSize": (largest, largest)}
+    found = _cascade().detectMultiScale(image, scaleFactor=SCALE_FACTOR, minNeighbors=4,
+                                        minSize=(smallest, smallest), **limit)
     if len(found) == 0:
         return None
     x, y, w, h = max(found, key=lambda b: (int(b[2]) * int(b[3]), -int(b[0]), -int(b[1])))
