@@ -387,31 +387,35 @@ def _model_options(values) -> dict:
 @click.option("--epoch", default=None, type=click.IntRange(1), help="[default: the run's best epoch]")
 @click.option("--device", default=None, help="[default: the run's device]")
 @click.option("--workers", default=None, type=click.IntRange(0), help="[default: the run's]")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="MESM: evaluate at this nucleus mass instead of the trained one (writes eval-SPLIT-pP/)")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def evaluate_command(run, shards, split, epoch, device, workers, quiet):
+def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet):
     """Evaluate a run's best epoch on a split (thresholds tuned on validation F1).
 
     SHARDS default to those the run was trained on. Writes RUN/eval-SPLIT/metrics.{json,md}
-    and scores.parquet, and prints the tables (each names its metric).
+    and scores.parquet, and prints the tables (each names its metric). With --top-p, an MESM run
+    is evaluated (validation and SPLIT) at another nucleus mass, into RUN/eval-SPLIT-pP/.
 
     \b
     Example:
       mer evaluate runs/fe2e shards/ --split test
+      mer evaluate runs/mesm --top-p 0.7     # the same weights keeping more positions
     """
-    _evaluate_and_print(run, list(shards) or None, split, epoch, device, quiet, workers=workers)
+    _evaluate_and_print(run, list(shards) or None, split, epoch, device, quiet, workers=workers, top_p=top_p)
 
 
-def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None):
-    from model.evaluate import evaluate
+def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, top_p=None):
+    from model.evaluate import evaluate, evaluate_folder
     from model.report import terminal_table
 
     try:
         metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
-                           progress=not quiet)
+                           progress=not quiet, top_p=top_p)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
     click.echo(terminal_table(metrics))
-    click.echo(f"written: {Path(run) / f'eval-{split}'}/metrics.md, metrics.json, scores.parquet", err=True)
+    click.echo(f"written: {evaluate_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)
 
 
 def _modalities(value: str) -> str:

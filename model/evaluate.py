@@ -5,6 +5,11 @@ thresholds are chosen there to maximise F1, and those thresholds are applied to 
 Results go to RUN/eval-<split>/ as metrics.json, metrics.md and scores.parquet (every utterance's
 scores and targets, so any other metric can be computed later without the model).
 
+An MESM run can also be evaluated at a nucleus mass other than the one it was trained at
+(`top_p`: both the validation pass that tunes the thresholds and the evaluated split use it), to
+trace accuracy against kept share after training; those results go to RUN/eval-<split>-p<top_p>/,
+so the run's own eval-<split>/ (which `mer compare` reads) is left as it is.
+
 The same for the two-phase baselines (lf-rnn, lf-transformer): the `shards` argument then names a
 FEATS folder, and the normalisation statistics come from the checkpoint (the training split's).
 """
@@ -40,12 +45,22 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
     return config, model, epoch
 
 
+def evaluate_folder(run: Path, split: str, top_p: float | None = None) -> Path:
+    """RUN/eval-<split>/, or RUN/eval-<split>-p<top_p>/ for an evaluation at another nucleus mass."""
+    return Path(run) / (f"eval-{split}" if top_p is None else f"eval-{split}-p{top_p:g}")
+
+
 def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test", device: str | None = None,
-             workers: int | None = None, epoch: int | None = None, progress: bool = True) -> dict:
-    """Evaluate a run on `split`; writes RUN/eval-<split>/ and returns the metrics dict."""
+             workers: int | None = None, epoch: int | None = None, progress: bool = True,
+             top_p: float | None = None) -> dict:
+    """Evaluate a run on `split`; writes RUN/eval-<split>/ (see evaluate_folder) and returns the metrics dict."""
     from model.metrics import evaluate_scores
     from model.report import write_report
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch)
+    if top_p is not None:
+        if config.model != "mesm":
+            raise ValueError(f"{run}: --top-p applies to MESM runs; this one is {config.model}")
+        model.top_p = top_p          # validated there: (0, 1]
     tokenizer = tokenizer_for(config)
     bar = _progress_bar if progress else _no_bar
     valid = predict(model, make_loader(config, "valid", tokenizer, train=False), config, bar, "valid")
@@ -54,13 +69,15 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     metrics = evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
                               list(config.label_names), split=split)
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
-                      "top_p": config.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
+                      "top_p": model.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "corpus": config.corpus}
+    if top_p is not None:
+        metrics["run"]["trained_top_p"] = config.top_p
     if tested.get("kept_share"):
         metrics["run"]["kept_share"] = tested["kept_share"]
     if is_feature_model(config.model):
         metrics["run"]["features"] = ", ".join(model.input_names)
-    out = Path(run) / f"eval-{split}"
+    out = evaluate_folder(run, split, top_p)
     write_report(metrics, out)
     write_scores(out / "scores.parquet", tested, config.label_names)
     return metrics

@@ -107,6 +107,13 @@ def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_tex
     assert "kept a " in lines[0] and "Positions the sparse extractors kept" in markdown
     scores = __import__("pandas").read_parquet(run / "eval-test" / "scores.parquet")
     assert sorted(scores["id"]) == sorted(index.loc[index["split"] == "test", "key"])
+    # The same weights at a larger nucleus mass keep more positions, in a folder of their own.
+    denser = evaluate(run, split="test", progress=False, top_p=0.9)
+    assert denser["run"]["top_p"] == 0.9 and denser["run"]["trained_top_p"] == 0.5
+    for modality, levels in denser["run"]["kept_share"].items():
+        assert levels[0] > metrics["run"]["kept_share"][modality][0]
+    assert (run / "eval-test-p0.9" / "metrics.json").is_file()
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["run"]["top_p"] == 0.5
 
 
 def test_top_p_warmup_schedule():
@@ -208,6 +215,8 @@ def test_cli_train_resume_and_evaluate(training_shards, tiny_text_encoder, tmp_p
     result = CliRunner().invoke(main, ["evaluate", str(run), "--split", "test", "-q"])
     assert result.exit_code == 0, result.output
     assert "F1" in result.output and (run / "eval-test" / "metrics.json").is_file()
+    fe2e_at_p = CliRunner().invoke(main, ["evaluate", str(run), "--top-p", "0.5", "-q"])
+    assert fe2e_at_p.exit_code == 1 and "--top-p applies to MESM runs" in fe2e_at_p.output
     bad = CliRunner().invoke(main, ["train", str(training_shards), "--modalities", "tx", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "subset of t, a, v" in bad.output
 
