@@ -406,7 +406,8 @@ def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet):
 
 
 def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, top_p=None):
-    from model.evaluate import evaluate, evaluate_folder
+    from model.checkpoint import evaluation_folder
+    from model.evaluate import evaluate
     from model.report import terminal_table
 
     try:
@@ -415,7 +416,7 @@ def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, 
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
     click.echo(terminal_table(metrics))
-    click.echo(f"written: {evaluate_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)
+    click.echo(f"written: {evaluation_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)
 
 
 def _modalities(value: str) -> str:

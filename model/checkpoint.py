@@ -9,6 +9,7 @@
                                epoch's stay (--keep-checkpoints all keeps every one)
       metrics/epoch-NNN.json   train loss, valid loss and valid metrics of that epoch
       eval-<split>/            `mer evaluate` output (metrics.md, metrics.json, scores.parquet)
+      eval-<split>-p<P>/       the same for an MESM run evaluated at another top-p (`--top-p P`)
 
 Checkpoints are loaded with `torch.load(weights_only=True)`: a checkpoint file can only hold
 tensors and plain Python values, so loading one never runs code from it (pickled objects are refused).
@@ -52,6 +53,11 @@ def read_json(path: Path):
 
 def checkpoint_path(run: Path, epoch: int) -> Path:
     return Path(run) / "checkpoints" / f"epoch-{epoch:03d}.pt"
+
+
+def evaluation_folder(run: Path, split: str, top_p: float | None = None) -> Path:
+    """RUN/eval-<split>/, or RUN/eval-<split>-p<top_p>/ for an evaluation at another nucleus mass."""
+    return Path(run) / (f"eval-{split}" if top_p is None else f"eval-{split}-p{top_p:g}")
 
 
 def save_checkpoint(run: Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:

@@ -167,7 +167,7 @@ def load_row(run: Path, split: str) -> ComparisonRow:
 
 def load_metrics(run: Path, split: str) -> dict:
     """RUN/eval-<split>/metrics.json, evaluating the run on `split` first when it is missing."""
-    path = run / f"eval-{split}" / METRICS_JSON
+    path = ckpt.evaluation_folder(run, split) / METRICS_JSON
     if path.is_file():
         try:
             metrics = ckpt.read_json(path)
@@ -247,7 +247,7 @@ def same_utterances_notes(rows: list[ComparisonRow], split: str) -> list[str]:
 
 
 def _evaluated_ids(run: str, split: str) -> set[str] | None:
-    path = Path(run) / f"eval-{split}" / "scores.parquet"
+    path = ckpt.evaluation_folder(run, split) / "scores.parquet"
     if not path.is_file():
         return None
     import pandas as pd

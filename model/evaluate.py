@@ -45,15 +45,10 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
     return config, model, epoch
 
 
-def evaluate_folder(run: Path, split: str, top_p: float | None = None) -> Path:
-    """RUN/eval-<split>/, or RUN/eval-<split>-p<top_p>/ for an evaluation at another nucleus mass."""
-    return Path(run) / (f"eval-{split}" if top_p is None else f"eval-{split}-p{top_p:g}")
-
-
 def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test", device: str | None = None,
              workers: int | None = None, epoch: int | None = None, progress: bool = True,
              top_p: float | None = None) -> dict:
-    """Evaluate a run on `split`; writes RUN/eval-<split>/ (see evaluate_folder) and returns the metrics dict."""
+    """Evaluate a run on `split`; writes RUN/eval-<split>/ (see ckpt.evaluation_folder) and returns the metrics dict."""
     from model.metrics import evaluate_scores
     from model.report import write_report
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch)
@@ -77,7 +72,7 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
         metrics["run"]["kept_share"] = tested["kept_share"]
     if is_feature_model(config.model):
         metrics["run"]["features"] = ", ".join(model.input_names)
-    out = evaluate_folder(run, split, top_p)
+    out = ckpt.evaluation_folder(run, split, top_p)
     write_report(metrics, out)
     write_scores(out / "scores.parquet", tested, config.label_names)
     return metrics
