@@ -43,6 +43,15 @@ def read_errors(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def converted_samples(out: Path, expected: dict[str, dict]) -> dict[str, dict]:
+    """read_samples(out), checked to be every expected utterance that was not rejected (and some):
+    a test that loops over them then checks them all."""
+    samples = read_samples(out)
+    assert samples, f"no sample in {out}"
+    assert set(samples) == set(expected) - {e["utterance"] for e in read_errors(out)}
+    return samples
+
+
 def test_every_chosen_utterance_is_in_one_shard_or_the_error_log(small_corpus, small_shards):
     _, truth = small_corpus
     out, report = small_shards
@@ -102,7 +111,7 @@ def test_media_match_the_annotated_interval_speaker_half_and_channel(small_corpu
     out, _ = small_shards
     expected = chosen_truth(truth)
     sources: dict[str, tuple[np.ndarray, int]] = {}
-    for key, sample in read_samples(out).items():
+    for key, sample in converted_samples(out, expected).items():
         meta, want = json.loads(sample["json"]), expected[key]
         interval = want["end"] - want["start"]
         audio, rate = sf.read(io.BytesIO(sample["flac"]), dtype="int16")
@@ -142,7 +151,7 @@ def test_labels_vad_and_text_are_intact(small_corpus, small_shards):
     _, truth = small_corpus
     out, _ = small_shards
     expected = chosen_truth(truth)
-    for key, sample in read_samples(out).items():
+    for key, sample in converted_samples(out, expected).items():
         meta, want = json.loads(sample["json"]), expected[key]
         assert meta["label"]["category"] == want["category"]
         assert meta["label"]["vad"] == pytest.approx(want["vad"], abs=1e-4)

@@ -55,6 +55,11 @@ def _make_release(root: Path) -> Path:
     return raw
 
 
+def segment_keys() -> set[str]:
+    """The sample key of every labelled segment of the release."""
+    return {f"{vid}_{clip}" for vid, segs in SEGMENTS.items() for clip, *_ in segs}
+
+
 @pytest.fixture(scope="module")
 def mosei_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("mosei")
@@ -70,12 +75,14 @@ def test_every_labelled_segment_becomes_a_sample(mosei_shards):
     assert run.returncode == 0, run.stderr
     assert read_errors(out) == []
     samples = read_samples(out)
-    assert set(samples) == {f"{vid}_{clip}" for vid, segs in SEGMENTS.items() for clip, *_ in segs}
+    assert set(samples) == segment_keys()
 
 
 def test_video_is_downscaled_at_source_rate_and_audio_falls_back(mosei_shards):
     _, out, _ = mosei_shards
-    for key, sample in read_samples(out).items():
+    samples = read_samples(out)
+    assert set(samples) == segment_keys()
+    for key, sample in samples.items():
         meta = json.loads(sample["json"])
         vid, clip = key.rsplit("_", 1)
         width, height, fps, _, has_wav = VIDEOS[vid]
@@ -98,6 +105,7 @@ def test_split_by_video_and_card_counts_emotions(mosei_shards):
     by_video = {}
     for key, sample in read_samples(out).items():
         by_video.setdefault(key.rsplit("_", 1)[0], set()).add(json.loads(sample["json"])["split"])
+    assert set(by_video) == set(SEGMENTS)  # every video was seen
     assert all(len(splits) == 1 for splits in by_video.values())
     present = sum(int(v > 0) for segs in SEGMENTS.values() for *_, labels in segs for v in labels[1:])
     assert sum(sum(c.values()) for c in card["counts"]["per_split_label"].values()) == present
@@ -195,7 +203,9 @@ def test_every_quirk_ends_as_the_exact_samples_and_errors(synthetic):
 def test_samples_hold_the_truth_times_labels_and_media(synthetic):
     _, truth, out, _ = synthetic
     by_id = {s["id"]: s for s in truth["segments"]}
-    for key, sample in read_samples(out).items():
+    samples = read_samples(out)
+    assert set(samples) == expected_samples(truth, "csd") != set()
+    for key, sample in samples.items():
         meta, segment = json.loads(sample["json"]), by_id[key]
         video = truth["videos"][segment["video"]]
         start, end = segment["read_start"], segment["end"]

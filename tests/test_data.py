@@ -139,11 +139,14 @@ def test_chunk_count_and_log_mel_of_a_known_sample(shards, tokenizer):
 
 def test_frame_count_is_the_number_of_sampled_frames(shards, tokenizer):
     raw = all_samples(shards, "test")
+    assert raw, "the test split has no sample to check"
     for interval in (None, 250):
         loader = make_loader(shards, "test", tokenizer=tokenizer, batch_size=8, workers=0, shuffle=False,
                              frame_interval_ms=interval)
+        checked = []
         for batch in loader:
             for row, key in enumerate(batch.ids):
+                checked.append(key)
                 meta = json.loads(raw[key]["json"])
                 if interval is None:
                     expected = len(meta["faces"]["frames"])
@@ -152,6 +155,7 @@ def test_frame_count_is_the_number_of_sampled_frames(shards, tokenizer):
                     expected = len({round(k * interval / 1000 * fps) for k in range(1000)
                                     if round(k * interval / 1000 * fps) < total})
                 assert int(batch.frame_counts[row]) == expected
+        assert sorted(checked) == sorted(raw)  # every test sample was checked, once
 
 
 def test_a_crop_equals_the_crop_made_by_hand(shards, tokenizer, tmp_path):
@@ -162,6 +166,7 @@ def test_a_crop_equals_the_crop_made_by_hand(shards, tokenizer, tmp_path):
     meta = json.loads(raw[key]["json"])
     decoded = decoded_frames_by_hand(raw[key]["mp4"], tmp_path)
     start = int(batch.frame_counts[0])
+    assert meta["faces"]["frames"], f"{key} has no face frame to check"
     for offset, entry in enumerate(meta["faces"]["frames"]):
         frame = decoded[entry["frame"]]
         x, y, w, h = entry["box"]
@@ -183,6 +188,7 @@ def test_centre_crop_where_the_box_is_null(shards, tmp_path):
     height, width = decoded[0].shape[:2]
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
+    assert len(crops) == len(meta["faces"]["frames"]) > 0
     for crop, entry in zip(crops, meta["faces"]["frames"]):
         square = decoded[entry["frame"]][top:top + side, left:left + side]
         expected = normalised_by_hand(cv2.resize(square, (32, 32), interpolation=cv2.INTER_AREA))

@@ -234,6 +234,7 @@ def test_utterance_keyed_steps_keep_their_times_and_missing_ones_are_empty(impor
 
 def test_word_intervals_go_to_every_utterance_they_overlap(imported, utterances):
     rows = rows_by_id(imported["feats"])
+    assert len(utterances) > 0
     for key, source in utterances.iterrows():
         intervals = imported["word_rows"][source.recording]
         expected = [number for number, (start, end) in enumerate(intervals)

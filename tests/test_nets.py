@@ -127,7 +127,9 @@ def test_kept_share_sums_positions_over_batches_and_skips_dense_models(encoder_d
 def test_mesm_keeps_about_p_of_the_positions_at_init(encoder_dir, batch):
     model = build_model("mesm", LABELS, "tav", str(encoder_dir), 0.5, **TINY)
     model(batch)
-    for levels in model.active_fractions().values():
+    fractions = model.active_fractions()
+    assert set(fractions) == {"a", "v"}
+    for levels in fractions.values():
         assert 0.2 < levels[0] <= 0.6           # near-uniform attention: about half the positions
         assert all(f < 0.9 for f in levels[:-1])  # and no re-densifying through the poolings
 

@@ -176,6 +176,7 @@ def shard_paths(out: Path, result, split: str | None = None) -> list[Path]:
 
 
 def test_example_metadata_is_valid_against_the_sample_schema(samples):
+    assert samples
     for sample in samples:
         assert schemas.errors("sample", json.loads(sample.members["json"].read_text("utf-8"))) == []
 
@@ -296,9 +297,11 @@ def test_every_key_is_in_exactly_one_shard_at_its_recorded_place(samples, tmp_pa
 def test_members_are_named_ordered_headed_and_copied_as_is(samples, tmp_path):
     result = pack_shards(samples, tmp_path, seed=7, max_bytes=BIG, max_count=1000)
     by_key = {s.key: s for s in samples}
+    checked = 0
     for path in shard_paths(tmp_path, result):
         with tarfile.open(path) as tar:
             members = tar.getmembers()
+            checked += len(members)
             keys = keys_in_shard(path)
             assert [m.name for m in members] == [f"{k}.{ext}" for k in keys for ext in MEMBER_ORDER]
             for member in members:
@@ -307,6 +310,7 @@ def test_members_are_named_ordered_headed_and_copied_as_is(samples, tmp_path):
                 assert member.isreg()
                 key, ext = member.name.split(".", 1)
                 assert tar.extractfile(member).read() == by_key[key].members[ext].read_bytes()
+    assert checked == len(samples) * len(MEMBER_ORDER) > 0  # every member of every sample was checked
 
 
 def test_same_samples_in_any_order_give_byte_identical_shards(samples, tmp_path):

@@ -162,6 +162,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p_brute_force():
         attention = torch.softmax(torch.randn(4, length, generator=generator, dtype=torch.float64) * temperature, 1)
         for p in (0.05, 0.3, 0.5, 0.7, 0.9, 0.999):
             mask = top_p_mask(attention, p)
+            assert mask.shape == attention.shape  # so that the loop below sees every row
             for row, keep in zip(attention, mask):
                 kept_mass = row[keep].sum()
                 assert kept_mass >= p * row.sum()

@@ -112,6 +112,7 @@ def test_release_layout(corpus):
 
 def test_video_is_divx_avi_at_ntsc_rate(corpus):
     _, root, truth = corpus
+    assert len(truth["dialogs"]) == SMALL["dialogs_per_session"]
     for dialog in truth["dialogs"].values():
         command = ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(root / dialog["files"]["video"])]
         probe = subprocess.run(command, capture_output=True, check=True, text=True)
@@ -126,6 +127,7 @@ def test_video_is_divx_avi_at_ntsc_rate(corpus):
 
 def test_dialog_wav_is_stereo_16k_pcm(corpus):
     _, root, truth = corpus
+    assert len(truth["dialogs"]) == SMALL["dialogs_per_session"]
     for dialog in truth["dialogs"].values():
         info = sf.info(str(root / dialog["files"]["audio"]))
         assert (info.channels, info.samplerate, info.subtype) == (2, 16000, "PCM_16")
@@ -134,6 +136,7 @@ def test_dialog_wav_is_stereo_16k_pcm(corpus):
 
 def test_sentence_wavs_are_the_speakers_channel_cut_at_the_interval(corpus):
     _, root, truth = corpus
+    assert len(truth["utterances"]) == SMALL["dialogs_per_session"] * SMALL["utterances_per_dialog"]
     for utt in truth["utterances"]:
         dialog_audio, _ = sf.read(str(root / truth["dialogs"][utt["dialog"]]["files"]["audio"]), dtype="int16")
         sentence, rate = sf.read(str(root / utt["sentence_wav"]), dtype="int16")
@@ -212,6 +215,7 @@ def test_each_channel_carries_its_own_speaker(corpus):
 
 def test_mouth_opening_follows_the_speakers_envelope_shifted_by_the_av_offset(corpus):
     _, root, truth = corpus
+    assert set(truth["dialogs"]) >= {OFFSET_DIALOG}  # the shifted dialog is among those checked
     for name, dialog in truth["dialogs"].items():
         audio, _ = sf.read(str(root / dialog["files"]["audio"]))
         mouths = _mouth_darkness(root / dialog["files"]["video"])
@@ -312,10 +316,13 @@ def test_crlf_in_some_files_only(corpus):
 
 def test_ids_and_timeline(corpus):
     _, _, truth = corpus
+    assert len(truth["dialogs"]) == SMALL["dialogs_per_session"]
     for name in truth["dialogs"]:
         turns = sorted((u for u in truth["utterances"] if u["dialog"] == name), key=lambda u: u["start"])
+        assert len(turns) == SMALL["utterances_per_dialog"], name
         for speaker in "FM":
             own = [u for u in turns if u["speaker"] == speaker]
+            assert own, (name, speaker)
             assert [u["id"] for u in own] == [f"{name}_{speaker}{i:03d}" for i in range(len(own))]
             assert all(a["end"] <= b["start"] for a, b in zip(own, own[1:]))
         assert any(b["start"] < a["end"] for a, b in zip(turns, turns[1:])), "some overlap"

@@ -103,6 +103,8 @@ def test_release_layout_and_every_quirk(corpus):
 
 def test_videos_have_the_planned_size_rate_frames_and_an_aac_track(corpus):
     _, raw, truth = corpus
+    # Both branches below are exercised: videos with a picture, and the audio-only one(s).
+    assert {video["has_video_stream"] for video in truth["videos"].values()} == {True, False}
     for video_id, video in truth["videos"].items():
         streams = probe(raw / video["files"]["video"])
         kinds = [s["codec_type"] for s in streams]
@@ -130,6 +132,8 @@ def test_the_long_video_lasts_ten_minutes(corpus):
 
 def test_wavs_are_16k_mono_and_hold_the_speech(corpus):
     _, raw, truth = corpus
+    assert any(video["has_wav"] for video in truth["videos"].values())
+    heard = []
     for video_id, video in truth["videos"].items():
         if not video["has_wav"]:
             continue
@@ -142,10 +146,13 @@ def test_wavs_are_16k_mono_and_hold_the_speech(corpus):
         for segment in (s for s in truth["segments"] if s["video"] == video_id and s["media"] == "inside"):
             speech = audio[round(segment["read_start"] * 16000):round(segment["end"] * 16000)]
             assert np.sqrt(np.mean(speech ** 2)) > 0.01, segment["id"]
+            heard.append(segment["id"])
+    assert heard, "no segment's speech was checked"
 
 
 def test_faces_are_found_and_black_segments_are_black(corpus):
     _, raw, truth = corpus
+    searched = 0
     for video_id, video in truth["videos"].items():
         if not video["has_video_stream"]:
             continue
@@ -153,16 +160,22 @@ def test_faces_are_found_and_black_segments_are_black(corpus):
         black = {i for s in truth["segments"] if s["video"] == video_id and s["black"] != "none"
                  for i in range(*frame_range(s["read_start"], s["end"], fps))}
         sampled = [i for i in range(0, min(video["frames"], int(12 * fps)), int(fps)) if i not in black]
+        assert sampled, video_id
         found = [detect_face(frame) is not None for frame in frames_at(raw / video["files"]["video"], sampled)]
         assert len(found) == len(sampled) and sum(found) >= 0.9 * len(found), video_id
+        searched += 1
+    assert searched > 0, "no video's faces were searched"
+    blacks = 0
     for segment in truth["segments"]:
         if segment["black"] == "none":
             continue
+        blacks += 1
         video = truth["videos"][segment["video"]]
         first, end = frame_range(segment["read_start"], segment["end"], Fraction(video["format"]["fps_fraction"]))
         early, late = frames_at(raw / video["files"]["video"], [first + 1, end - 2])
         assert late.max() < 40, "the last frames of a black segment are black"
         assert (early.max() < 40) == (segment["black"] == "full"), segment["id"]
+    assert blacks > 0, "the corpus has no black segment to check"
 
 
 def test_mouth_follows_the_speech(corpus):
@@ -313,6 +326,7 @@ def test_same_call_gives_identical_bytes(corpus, tmp_path):
     synth_mosei(tmp_path / "a", **tiny)
     synth_mosei(tmp_path / "b", **tiny)
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+
 
 
 def test_bad_options_are_refused(tmp_path):

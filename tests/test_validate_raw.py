@@ -285,6 +285,7 @@ def test_docs_list_every_finding_kind_with_its_severity():
     from mer_data.validation import KINDS
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text(encoding="utf-8")
+    assert KINDS
     for kind, facts in KINDS.items():
         assert f"| `{kind}` | {facts.severity} |" in doc, kind
 
