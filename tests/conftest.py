@@ -1,7 +1,10 @@
 """Shared fixtures: a small synthetic IEMOCAP release and its conversion, built once per session."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,20 @@ def tiny_text_encoder(tmp_path_factory):
     from model.text import write_tiny_text_encoder
 
     return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@contextlib.contextmanager
+def on_one_cpu() -> Iterator[None]:
+    """Run the block, and every process it starts, on one CPU of those allowed: ffmpeg (and other
+    tools) size their thread pools by the CPUs they may use, so this is another machine's count.
+    Skips the test where fewer than 2 CPUs are allowed (nothing to compare with)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("CPU affinity cannot be set on this platform")
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs 2 CPUs to compare a run on all of them with a run on one")
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from mer_data.media.faces import detect_face
-from mer_data.synth import faces
+from mer_data.synth import faces, render
 from mer_data.corpora.iemocap import SIX_CLASSES
 from mer_data.synth.emotions import OTHER_CODES, draw_style
 from mer_data.synth.iemocap import (
@@ -27,6 +27,7 @@ from mer_data.synth.iemocap import (
 )
 from mer_data.synth.text import NOISE_TAGS
 from mer_data.synth.voice import SAMPLE_RATE, espeak_available, speak
+from tests.conftest import on_one_cpu
 
 FPS = 30000 / 1001
 MAX_LAG = 15  # frames searched either way when measuring A/V sync
@@ -146,17 +147,31 @@ def test_sentence_wavs_are_the_speakers_channel_cut_at_the_interval(corpus):
         assert np.abs(sentence).max() > 1000  # not silence: the speech is in its interval
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
 def test_same_call_gives_identical_bytes(corpus, tmp_path):
     out, _, _ = corpus
     synth_iemocap(tmp_path, **SMALL)
-
-    def digests(folder: Path) -> dict[str, str]:
-        files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-    first, second = digests(out), digests(tmp_path)
+    first, second = _digests(out), _digests(tmp_path)
     assert len(first) == 2 * 4 + 16 + 1
     assert first == second
+
+
+def test_frames_given_to_the_encoder_do_not_depend_on_the_number_of_cpus(tmp_path, monkeypatch):
+    # ffmpeg slices the BGR -> yuv420p conversion over its filter threads (one per CPU unless
+    # pinned), each count rounding differently. The encoder mostly hides that, not always: the
+    # frames it is given are stored raw here, where every difference shows.
+    monkeypatch.setattr(render, "VIDEO_CODEC", ["-c:v", "rawvideo", "-f", "rawvideo"])
+    tiny = dict(sessions=(1,), dialogs_per_session=1, utterances_per_dialog=2, frame_size=(96, 64), voice="synth")
+    synth_iemocap(tmp_path / "all-cpus", **tiny)  # one dialog: rendered in this process
+    with on_one_cpu():
+        synth_iemocap(tmp_path / "one-cpu", **tiny)
+    on_all, on_one = _digests(tmp_path / "all-cpus"), _digests(tmp_path / "one-cpu")
+    assert any(name.endswith(".avi") for name in on_all)
+    assert on_all == on_one
 
 
 # --------------------------------------------------------------------------------------------

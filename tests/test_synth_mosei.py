@@ -26,6 +26,7 @@ from mer_data.synth.mosei_labels import STYLE_CODE
 from mer_data.synth.mosei_plan import LONG_FORMAT, TINY_FORMAT, plan_release
 from mer_data.synth.mosei_render import render_video
 from mer_data.synth.text import EMOTION_WORDS
+from tests.conftest import on_one_cpu
 
 SEED = 5
 # Five videos: one of each role (see mosei_plan.ROLES), so every quirk is in.
@@ -303,6 +304,10 @@ def test_each_modality_carries_the_emotion():
 # Determinism and options
 
 
+# A whole corpus that renders in seconds.
+TINY = dict(ids_from="dai2021", videos=2, seed=3, voice="synth")
+
+
 def _hashes(folder: Path, pattern: str = "*") -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob(pattern)) if p.is_file()}
@@ -322,11 +327,19 @@ def test_same_call_gives_identical_bytes(corpus, tmp_path):
     render_video(script, paths, truth["options"]["voice_engine"])
     for kind in ("video", "audio"):
         assert paths[kind].read_bytes() == video_paths(raw, script.video_id)[kind].read_bytes()
-    tiny = dict(ids_from="dai2021", videos=2, seed=3, voice="synth")
-    synth_mosei(tmp_path / "a", **tiny)
-    synth_mosei(tmp_path / "b", **tiny)
+    synth_mosei(tmp_path / "a", **TINY)
+    synth_mosei(tmp_path / "b", **TINY)
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
 
+
+def test_bytes_do_not_depend_on_the_number_of_cpus(tmp_path):
+    # As for IEMOCAP: ffmpeg's BGR -> yuv420p conversion is sliced over as many threads as CPUs.
+    synth_mosei(tmp_path / "all-cpus", **TINY)
+    with on_one_cpu():
+        synth_mosei(tmp_path / "one-cpu", **TINY)
+    on_all = _hashes(tmp_path / "all-cpus")
+    assert any(name.endswith(".mp4") for name in on_all)
+    assert on_all == _hashes(tmp_path / "one-cpu")
 
 
 def test_bad_options_are_refused(tmp_path):

@@ -40,7 +40,9 @@ AAC_OPTIONS = ["-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2"]
 LONG_AAC_OPTIONS = ["-c:a", "aac", "-b:a", "24k", "-ar", "16000", "-ac", "1"]
 BITEXACT = ["-threads", "1", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-fflags", "+bitexact",
             "-map_metadata", "-1", "-movflags", "+faststart"]
-FFMPEG = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+# One filter thread: the BGR -> yuv420p conversion, sliced over one thread per CPU, rounds
+# differently per CPU count (see render._ffmpeg_command).
+FFMPEG = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-filter_threads", "1"]
 
 
 def sample_count(seconds: float) -> int:

@@ -33,6 +33,8 @@ MOUTH_SPAN_RMS = 0.12
 HEAD_SWAY = 0.02
 HEAD_SWAY_HZ = (0.23, 0.31)
 PIPE_BYTES = 1 << 20
+# The AVI's codec: DivX-tagged MPEG-4 Part 2, as in the real release.
+VIDEO_CODEC = ["-c:v", "mpeg4", "-vtag", "DIVX", "-q:v", "4"]
 
 
 def sample_count(duration: float) -> int:
@@ -204,12 +206,16 @@ class _SideTrack:
 
 
 def _ffmpeg_command(path: Path, width: int, height: int) -> list[str]:
-    # bitexact flags and one thread make the file a pure function of the frames.
+    # bitexact flags and one thread make the file a pure function of the frames. One filter
+    # thread, said explicitly: ffmpeg slices the BGR -> yuv420p conversion over its filter
+    # threads (one per CPU by default) and each slice count rounds some pixels differently
+    # (120 frames of a dialog encoded with 1 and 2 filter threads gave different AVIs). ffmpeg
+    # 5.1 happens to give a simple filtergraph the encoder's -threads; nothing promises that.
     return [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-filter_threads", "1",
         "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
         "-framerate", f"{FPS.numerator}/{FPS.denominator}", "-i", "pipe:0",
-        "-c:v", "mpeg4", "-vtag", "DIVX", "-q:v", "4", "-pix_fmt", "yuv420p", "-threads", "1",
+        *VIDEO_CODEC, "-pix_fmt", "yuv420p", "-threads", "1",
         "-flags:v", "+bitexact", "-fflags", "+bitexact", "-map_metadata", "-1",
         str(path),
     ]
