@@ -17,7 +17,9 @@ import soundfile as sf
 
 from mer_data.corpora.iemocap import SIX_CLASSES
 from mer_data.synth.faces import SIDE_BACKGROUND
-from tests.conftest import convert
+from mer_data.media import cut_recording
+from mer_data.records import CutRequest
+from tests.conftest import convert, on_one_cpu
 
 SIX = SIX_CLASSES
 
@@ -223,3 +225,29 @@ def test_rerun_reports_complete_and_other_options_need_overwrite(small_corpus, s
     assert again.already_complete and sha256_of_outputs(out) == before
     with pytest.raises(OutputConflict):
         convert(root, out, shard_max_count=3)
+
+
+def test_cuts_do_not_depend_on_the_number_of_cpus(small_corpus, tmp_path):
+    """ffmpeg sizes its filter threads, and OpenCV its pool, by the CPUs there are: the clips,
+    audio and face boxes of a recording are the same bytes and values on one CPU as on all."""
+    root, truth = small_corpus
+    name, dialog = next(iter(truth["dialogs"].items()))
+    requests = [CutRequest(u["id"], u["start"], u["end"], u["side"], u["channel"])
+                for u in truth["utterances"] if u["dialog"] == name][:4]
+    assert len(requests) == 4
+
+    def cut(out: Path, opencv_threads: int) -> dict[str, tuple]:
+        previous = cv2.getNumThreads()
+        cv2.setNumThreads(opencv_threads)
+        try:
+            results, problems = cut_recording(root / dialog["files"]["video"], root / dialog["files"]["audio"],
+                                              requests, out)
+        finally:
+            cv2.setNumThreads(previous)
+        assert problems == [] and len(results) == len(requests)
+        return {r.key: (r.mp4.read_bytes(), r.flac.read_bytes(), r.faces) for r in results}
+
+    on_all = cut(tmp_path / "all", -1)  # -1: OpenCV's default, a thread per CPU
+    with on_one_cpu():
+        on_one = cut(tmp_path / "one", 1)
+    assert on_all == on_one
