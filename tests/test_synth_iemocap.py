@@ -409,6 +409,17 @@ def test_voice_fits_the_interval_and_carries_the_class(engine):
     assert loudness["ang"] > loudness["neu"] > loudness["sad"]
 
 
+def test_truth_records_the_voice_engine_and_its_version(corpus):
+    # espeak-ng's output changes between versions: two corpora can only be compared knowing it.
+    _, _, truth = corpus
+    options = truth["options"]
+    assert options["voice_engine"] == ("espeak" if espeak_available() else "synth")
+    if options["voice_engine"] == "espeak":
+        assert re.fullmatch(r"\d+(\.\d+)+\S*", options["voice_engine_version"])
+    else:
+        assert options["voice_engine_version"] is None
+
+
 def test_bad_options_are_refused(tmp_path):
     with pytest.raises(ValueError, match="ids_from"):
         synth_iemocap(tmp_path, ids_from="nope")

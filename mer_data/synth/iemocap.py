@@ -33,7 +33,8 @@ time order (every dialog of 3+ turns has an overlap).
 `out/synth_truth.json` (outside the release root), keys:
     corpus ("iemocap"), generator, version, release_root ("IEMOCAP_full_release"),
     options: sessions, dialogs_per_session, utterances_per_dialog, seed, ids_from, frame_size
-             [w, h], voice (asked), voice_engine ("espeak" | "synth"), av_offsets {dialog: s}
+             [w, h], voice (asked), voice_engine ("espeak" | "synth"), voice_engine_version
+             (espeak-ng's, e.g. "1.51"; null for "synth"), av_offsets {dialog: s}
     video: fps (float), fps_fraction ("30000/1001"), width, height, codec ("mpeg4"), fourcc ("DIVX")
     audio: sample_rate (16000), channels (2), channel_of_side {"left": 0, "right": 1}
     sides: {"left"|"right": {"background": [b, g, r], "patch": [b, g, r], "patch_size_fraction": f}}
@@ -78,7 +79,7 @@ from mer_data.synth.iemocap_files import write_labels, write_transcript
 from mer_data.synth.render import FPS, render_dialog
 from mer_data.synth.script import Aside, DialogScript, Turn
 from mer_data.synth.text import BACKCHANNELS, NOISE_TAGS, sentence
-from mer_data.synth.voice import SAMPLE_RATE, resolve_voice
+from mer_data.synth.voice import SAMPLE_RATE, engine_version, resolve_voice
 
 RELEASE_DIR = "IEMOCAP_full_release"
 TRUTH_FILE = "synth_truth.json"
@@ -145,6 +146,7 @@ def synth_iemocap(out: Path, *, sessions: Sequence[int] = (1, 2, 3, 4, 5), dialo
         "sessions": sorted({s.session for s in scripts}), "dialogs_per_session": dialogs_per_session,
         "utterances_per_dialog": utterances_per_dialog, "seed": seed, "ids_from": ids_from,
         "frame_size": list(frame_size), "voice": voice, "voice_engine": engine,
+        "voice_engine_version": engine_version(engine),
         "av_offsets": {s.name: s.av_offset for s in scripts},
     }
     truth = _truth(scripts, lines, media, options, frame_size)

@@ -19,7 +19,7 @@ opens with the speech envelope. See mosei_plan.py for the corpora (default, --id
 
 `out/synth_truth.json` (outside the release), keys:
     corpus ("mosei"), generator, version, release_root ("CMU_MOSEI/Raw"), options {videos, seed,
-    ids_from, long_video_minutes, voice, voice_engine},
+    ids_from, long_video_minutes, voice, voice_engine, voice_engine_version (as for IEMOCAP)},
     label_files {csd, mturk [..]} (paths relative to Raw/, as the reader names them),
     videos {vid: {role, speaker, format {width, height, fps, fps_fraction} or null, has_video_stream,
             has_wav, duration, frames (null without video), samples, sample_rate, repeats, unit_duration,
@@ -55,7 +55,7 @@ from mer_data.synth.mosei_labels import averaged, csd_row
 from mer_data.synth.mosei_plan import LONG_FORMAT, ReleasePlan, plan_release, stable_hash
 from mer_data.synth.mosei_render import render_video
 from mer_data.synth.mosei_script import SegmentScript, VideoFormat, VideoScript
-from mer_data.synth.voice import SAMPLE_RATE, resolve_voice
+from mer_data.synth.voice import SAMPLE_RATE, engine_version, resolve_voice
 
 RELEASE_DIR = "CMU_MOSEI"
 RAW_DIR = "Raw"
@@ -85,7 +85,7 @@ def synth_mosei(out: Path, *, videos: int | None = None, seed: int = 0, ids_from
     media = _render_all(plan.scripts, raw, engine, progress)
     options = {"videos": len(plan.scripts), "seed": seed, "ids_from": ids_from,
                "long_video_minutes": long_video_minutes if ids_from is None else None,
-               "voice": voice, "voice_engine": engine}
+               "voice": voice, "voice_engine": engine, "voice_engine_version": engine_version(engine)}
     truth = _truth(plan, files, media, options)
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return raw

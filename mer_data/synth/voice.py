@@ -10,6 +10,7 @@ Everything is deterministic: espeak-ng is, and all randomness comes from the cal
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 
@@ -51,6 +52,16 @@ def resolve_voice(voice: str) -> str:
     if voice == "espeak" and not espeak_available():
         raise RuntimeError("voice='espeak' asked for, but espeak-ng is not on PATH (use voice='synth')")
     return voice
+
+
+def engine_version(engine: str) -> str | None:
+    """The version of what the speech depends on besides the options: espeak-ng's ("1.51"; its
+    output changes between versions), None for the synth voice (NumPy and SciPy only)."""
+    if engine != "espeak":
+        return None
+    banner = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"text-to-speech:\s*(\S+)", banner)
+    return match[1] if match else None
 
 
 def speak(text: str, n_samples: int, speaker: str, style: Style, rng: np.random.Generator, engine: str) -> np.ndarray:
