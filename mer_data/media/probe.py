@@ -91,7 +91,10 @@ def video_end_claimed(path: Path | str, facts: dict[str, Any]) -> float | None:
     count says nothing about its length; a truncated file may claim more than it holds (only
     decoding it, `decode_video`, tells), never less."""
     duration = facts["video"]["duration"] or facts["duration"]
-    packets_end = last_packet_end(Path(path), max(0.0, (duration or 0.0) - TAIL_SECONDS))
+    try:
+        packets_end = last_packet_end(Path(path), max(0.0, (duration or 0.0) - TAIL_SECONDS))
+    except MediaError:  # a file that cannot seek claims what its container says
+        packets_end = None
     ends = [end for end in (duration, packets_end) if end is not None]
     return max(ends) if ends else None
 
