@@ -418,3 +418,118 @@ def test_truncation_inside_a_lane_keeps_the_clips_before_the_cut(sources, trunca
     assert [problem.utterance for problem in problems] == ["late"]
     assert problems[0].reason.startswith("video ends at ") and "before the utterance end 5.000 s" in problems[0].reason
     assert sorted(path.name for path in out_dir.iterdir()) == ["early.flac", "early.mp4"]
+
+
+# --- real-world videos: variable frame rate, display rotation, decoder damage ------------------
+
+def write_silence(path: Path, seconds: float) -> Path:
+    sf.write(path, np.zeros(int(seconds * RATE), np.int16), RATE, subtype="PCM_16")
+    return path
+
+
+def dominant_colours(frames: np.ndarray) -> list[str]:
+    """"b", "g" or "r" for each frame: the channel with the highest mean (the frames are BGR)."""
+    return ["bgr"[int(np.argmax(frame.reshape(-1, 3).mean(axis=0)))] for frame in frames]
+
+
+@pytest.fixture(scope="module")
+def vfr_video(tmp_path_factory) -> Path:
+    """An H.264 MP4 whose frame rate changes like a phone's: red at 30 fps for 0-3 s, blue at
+    5 fps for 3-8 s, green at 10 fps for 8-13 s. Its 165 frames at the nominal 30 fps would
+    last 5.5 s; its timestamps run to 12.9 s (the last frame's duration is unknown)."""
+    path = tmp_path_factory.mktemp("vfr") / "vfr.mp4"
+    inputs = []
+    for colour, rate, seconds in (("red", 30, 3), ("blue", 5, 5), ("green", 10, 5)):
+        inputs += ["-f", "lavfi", "-i", f"color={colour}:size=64x48:rate={rate}:duration={seconds}"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", "concat=n=3:v=1",
+                    "-c:v", "libx264", "-bf", "0", "-fps_mode", "passthrough", str(path)], check=True)
+    assert ffprobe_stream(path, "r_frame_rate,nb_frames") == "30/1,165"  # what misled the frame count
+    return path
+
+
+def test_a_variable_frame_rate_video_lasts_as_long_as_its_timestamps(vfr_video):
+    source = video_module.VideoSource.probe(vfr_video)
+    assert source.fps == 30
+    assert float(source.frames / source.fps) == pytest.approx(12.9, abs=0.04)
+
+
+def test_a_variable_frame_rate_video_is_cut_by_time_up_to_its_end(vfr_video, tmp_path):
+    # Both utterances lie past 5.5 s, where 165 frames at 30 fps would end.
+    switch, late = CutRequest("switch", 7.5, 8.5, "full", None), CutRequest("late", 11.0, 12.92, "full", None)
+    results, problems = cut_recording(vfr_video, write_silence(tmp_path / "a.wav", 13.0), [switch, late],
+                                      tmp_path / "out")
+    assert problems == []
+    clips = {result.key: result for result in results}
+    assert sorted(clips) == ["late", "switch"]
+    # Frames i/30 in [7.5, 8.5): 225..254, blue before 8 s and green from 8 s on.
+    assert clips["switch"].video["frames"] == 30
+    assert dominant_colours(decode(clips["switch"].mp4)) == ["b"] * 15 + ["g"] * 15
+    # Up to the last frame (12.9 s): 330..386, all green, one frame past the end clamped.
+    late_frames = decode(clips["late"].mp4)
+    assert clips["late"].video["frames"] == len(late_frames) == 387 - 330
+    assert set(dominant_colours(late_frames)) == {"g"}
+
+
+@pytest.fixture(scope="module")
+def rotated_video(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """(an MP4 of 64x48 frames with a display rotation, its frame as coded): four quadrants
+    red, green / blue, white, so that every turn and flip shows."""
+    root = tmp_path_factory.mktemp("rotated")
+    frame = np.empty((48, 64, 3), np.uint8)
+    frame[:24, :32], frame[:24, 32:] = (0, 0, 255), (0, 255, 0)
+    frame[24:, :32], frame[24:, 32:] = (255, 0, 0), (255, 255, 255)
+    plain, rotated = root / "plain.mp4", root / "rotated.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "64x48", "-framerate",
+                    "10", "-i", "pipe:0", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(plain)],
+                   input=frame.tobytes() * 20, check=True)
+    # This ffmpeg writes the display matrix from the `rotate` tag when stream-copying.
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(plain), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(rotated)], check=True)
+    return rotated, frame
+
+
+def quadrant_colours(frame: np.ndarray) -> list[str]:
+    """The colour at the centre of each quadrant, row by row: r, g, b or w."""
+    height, width = frame.shape[:2]
+    names = {(0, 0, 1): "r", (0, 1, 0): "g", (1, 0, 0): "b", (1, 1, 1): "w"}
+    return [names[tuple(int(value > 128) for value in frame[y, x])]
+            for y in (height // 4, 3 * height // 4) for x in (width // 4, 3 * width // 4)]
+
+
+def test_a_rotated_video_is_cut_as_displayed_and_its_rotation_recorded(rotated_video, tmp_path):
+    path, coded = rotated_video
+    full, left = CutRequest("full", 0.5, 1.5, "full", None), CutRequest("left", 0.5, 1.0, "left", None)
+    results, problems = cut_recording(path, write_silence(tmp_path / "a.wav", 2.0), [full, left], tmp_path / "out")
+    assert problems == []
+    clips = {result.key: result for result in results}
+    rotation = clips["full"].video["rotation"]
+    assert rotation == probe_media(path)["video"]["rotation"] and rotation in (90, 270)
+    displayed = np.rot90(coded, k=-rotation // 90)  # np.rot90 turns counter-clockwise
+    assert displayed.shape[:2] == (64, 48)
+    frames = decode(clips["full"].mp4)
+    assert (clips["full"].video["width"], clips["full"].video["height"]) == (48, 64) == frames.shape[2:0:-1]
+    assert len(frames) == 10
+    assert {tuple(quadrant_colours(frame)) for frame in frames} == {tuple(quadrant_colours(displayed))}
+    # The left half of the displayed frame, not of the coded one.
+    assert clips["left"].video["crop"] == [0, 0, 24, 64]
+    assert quadrant_colours(decode(clips["left"].mp4)[0]) == quadrant_colours(displayed[:, :24])
+
+
+def test_ordinary_sources_get_no_rotation_or_decode_error_facts(cut):
+    results, _, _ = cut
+    assert results and all("rotation" not in r.video and "source_decode_errors" not in r.video
+                           for r in results.values())
+
+
+def test_clips_of_a_damaged_source_carry_its_decode_error_count(sources, tmp_path):
+    data = bytearray(sources["video"].read_bytes())
+    for offset in range(len(data) // 3, len(data) // 2, 97):  # scattered damage in the middle third
+        data[offset] ^= 0x55
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    decoder_log = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(damaged), "-f", "null", "-"],
+                                 capture_output=True, text=True, check=True).stderr
+    assert decoder_log.count("\n") > 10  # the decoder complains, and still decodes to the end
+    results, problems = cut_recording(damaged, sources["audio"], [RIGHT, FULL], tmp_path / "out")
+    assert problems == [] and len(results) == 2
+    assert all(result.video["source_decode_errors"] > 10 for result in results)

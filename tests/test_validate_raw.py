@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import h5py
@@ -15,6 +17,7 @@ import soundfile as sf
 
 import schemas
 from mer_data.validation import ValidateOptions
+from mer_data.media.video import frame_range
 from mer_data.validation.raw_audit import reader_finding
 from mer_data.records import Problem
 from pipelines.validate import NotAValidationTarget, detect_target, validate
@@ -194,6 +197,64 @@ def test_missing_unreadable_and_duplicated_files_are_each_named(small_corpus, tm
     assert found(report) == expected
     channel = next(f for f in report.findings if f.kind == "missing-audio-channel")
     assert channel.details["needed"] == [1] and channel.details["channels"] == 1
+
+
+def decoded_frames(video: Path) -> int:
+    """Frames ffmpeg decodes from a video, counted by ffprobe (not the count its header states)."""
+    command = ["ffprobe", "-v", "quiet", "-count_frames", "-select_streams", "v:0", "-show_entries",
+               "stream=nb_read_frames", "-of", "csv=p=0", str(video)]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
+
+
+def damage_frames(avi: Path, count: int) -> None:
+    """Flip bytes inside the data of `count` frames from the first third of an AVI on, leaving
+    its chunk headers (and so every frame's place and time) intact."""
+    data = bytearray(avi.read_bytes())
+    movi_end = data.rfind(b"idx1")  # the index after the frames names every chunk again
+    chunks = [match.start() for match in re.finditer(rb"00dc", data[:movi_end])]
+    damaged = chunks[len(chunks) // 3:][:count]
+    assert len(damaged) == count
+    for at in damaged:
+        size = int.from_bytes(data[at + 4:at + 8], "little")
+        for offset in range(at + 8 + 16, at + 8 + size, 50):  # past the frame's start code
+            data[offset] ^= 0x55
+    avi.write_bytes(bytes(data))
+
+
+def test_a_truncated_and_a_damaged_video_are_measured_by_decoding(small_corpus, tmp_path):
+    root, truth, dialogs = copy_corpus(small_corpus, tmp_path)
+    first, second = sorted(dialogs)
+    a, b = dialogs[first]["files"], dialogs[second]["files"]
+    expected = baseline(truth)
+
+    # Dialog A's AVI cut to 60% of its bytes: the header still states every frame.
+    data = (root / a["video"]).read_bytes()
+    (root / a["video"]).write_bytes(data[: int(len(data) * 0.6)])
+    fps, frames = Fraction(dialogs[first]["fps_fraction"]), decoded_frames(root / a["video"])
+    assert 0 < frames < dialogs[first]["frames"]
+    past = [u for u in utterances_of(truth, first)
+            if frame_range(u["start"], u["end"], fps)[0] >= frames or frame_range(u["start"], u["end"], fps)[1] > frames + 1]
+    assert 0 < len(past) < len(utterances_of(truth, first))
+    for utterance in past:
+        expected[("interval-past-media-end", a["labels"], utterance["labels_line"], utterance["id"])] += 1
+    expected[("truncated-media", a["video"], None, first)] += 1
+    expected[("media-duration-mismatch", a["video"], None, first)] += 1
+
+    # Dialog B's AVI with bytes flipped inside 40 of its frames: it decodes to its end, concealing the damage.
+    damage_frames(root / b["video"], 40)
+    assert decoded_frames(root / b["video"]) == dialogs[second]["frames"]
+    expected[("video-decode-errors", b["video"], None, second)] += 1
+
+    report = audit(root)
+    findings = found(report)
+    # Cutting A inside a frame may leave that frame damaged too: a count for A is right, not required.
+    findings.pop(("video-decode-errors", a["video"], None, first), None)
+    assert findings == expected
+    by_kind = {(f.kind, f.id): f for f in report.findings}
+    assert by_kind[("truncated-media", first)].details["frames"] == frames
+    assert by_kind[("truncated-media", first)].details["claimed_frames"] == dialogs[first]["frames"]
+    assert by_kind[("video-decode-errors", second)].details["errors"] > 10
+    assert by_kind[("video-decode-errors", second)].severity == "warning"
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ import numpy as np
 from .black import is_black_frame
 from .commands import GLOBAL_ARGS, rate_arg
 from .probe import ffmpeg_path_arg, last_meaningful_line
-from .video import (GOP_SECONDS, ClipCut, ClipPlan, VideoSource, ended_early, face_facts_of, FaceDetector,
-                    read_tail, video_facts)
+from .video import (GOP_SECONDS, ClipCut, ClipPlan, VideoSource, count_lines, ended_early, face_facts_of,
+                    FaceDetector, read_tail, video_facts)
 
 # MP4 boxes that contain the sample table of the (only) video track.
 _CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
@@ -51,6 +51,7 @@ class _Run:
     black: dict[str, list[bool]] = field(default_factory=dict)  # per key, whether each face frame is black
     status: int = 0
     why: str = ""
+    log_lines: int = 0  # error messages in its log: with status 0, all are the decoder's
     last_face_frame: int = -1  # source index of the last face frame read, -1 if none
 
 
@@ -101,7 +102,8 @@ def _settle(source: VideoSource, lanes: list[list[ClipPlan]], run: _Run,
                         and len(faces) == len(plan.face_frames))
             if complete:
                 os.replace(segments[index], plan.out_path)
-                done[plan.key] = ClipCut(video_facts(plan, source.fps),
+                decode_errors = run.log_lines if run.status == 0 else 0
+                done[plan.key] = ClipCut(video_facts(plan, source, decode_errors),
                                          face_facts_of(plan, faces, source.fps, run.black[plan.key]))
             else:
                 failed[plan.key] = _failure(plan, source, reached, run)
@@ -163,6 +165,7 @@ def _run_graph(source: VideoSource, lanes: list[list[ClipPlan]], workdir: Path, 
     finally:
         detector.close()
     run.why = last_meaningful_line(read_tail(log_path))
+    run.log_lines = count_lines(log_path)
     run.segments = [_segment_files(pattern, len(lane)) for pattern, lane in zip(patterns, lanes)]
     return run
 

@@ -3,7 +3,9 @@
 graph.py runs the single ffmpeg process per recording that writes them.
 
 Timing: frame i of the source is at i/fps, fps being the exact rate from ffprobe (the frames are
-made constant-rate at that rate, so this holds for variable-rate sources too).
+made constant-rate at that rate from their timestamps, so this holds for variable-rate sources
+too, whose frame count says nothing about their length). Frames are decoded turned as a player
+shows them (the display rotation; sizes here are the displayed ones).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 
 from .faces import DETECTOR_NAME, detect_face
-from .probe import MediaError, probe_media
+from .probe import MediaError, probe_media, video_end_claimed
 
 REGIONS = ("left", "right", "full")
 GOP_SECONDS = 2
@@ -39,10 +41,11 @@ class VideoSource:
     """The facts about a source video that cutting needs."""
 
     path: Path
-    width: int
+    width: int  # as displayed (after the rotation)
     height: int
     fps: Fraction
-    frames: int | None  # as the container states it, or duration * fps; None when unknown
+    frames: int | None  # the most the file claims (see claimed_frames); None when unknown
+    rotation: int = 0  # clockwise degrees the frames are turned by when decoded
 
     @classmethod
     def probe(cls, path: Path) -> "VideoSource":
@@ -51,11 +54,8 @@ class VideoSource:
         video = facts["video"]
         if video is None:
             raise MediaError("no video stream in the file")
-        frames = video["frames"]
-        duration = video["duration"] or facts["duration"]
-        if frames is None and duration is not None:
-            frames = round(Fraction(duration) * video["fps"])
-        return cls(Path(path), video["width"], video["height"], video["fps"], frames)
+        return cls(Path(path), video["width"], video["height"], video["fps"], claimed_frames(path, facts),
+                   video["rotation"])
 
     def seconds(self, frame: int) -> float:
         return float(frame / self.fps)
@@ -130,6 +130,18 @@ def clip_geometry(width: int, height: int, region: str, max_height: int | None) 
     return ClipGeometry(x, 0, crop_width, crop_height, out_width, out_height)
 
 
+def claimed_frames(path: Path, facts: dict[str, Any]) -> int | None:
+    """How many frames at the nominal rate the file claims to hold: the more of its stated frame
+    count and its timestamps' length (`video_end_claimed`) times the rate. Planning against the
+    longer claim loses nothing: a clip past the real end is found when decoding ("video ends at"),
+    while the shorter one (the frame count of a variable-rate video) would reject good utterances."""
+    video = facts["video"]
+    end = video_end_claimed(path, facts)
+    claims = [count for count in (video["frames"], None if end is None else round(Fraction(end) * video["fps"]))
+              if count is not None]
+    return max(claims) if claims else None
+
+
 def frame_range(start: float, end: float, fps: Fraction) -> tuple[int, int]:
     """[first, end) source frame indices of the utterance [start, end): the frames whose
     timestamps i/fps fall in the interval; at least one frame."""
@@ -188,8 +200,11 @@ def ended_early(plan: ClipPlan, source: VideoSource, decoded: int, decoder_error
     return f"{reason}: {decoder_error}" if decoder_error else reason
 
 
-def video_facts(plan: ClipPlan, fps: Fraction) -> dict[str, Any]:
-    return {
+def video_facts(plan: ClipPlan, source: VideoSource, decode_errors: int = 0) -> dict[str, Any]:
+    """The clip's video facts; `decode_errors` counts the error messages printed while its source
+    was decoded (damage the decoder concealed, which the clip may show)."""
+    fps = source.fps
+    facts = {
         "fps": float(fps),
         "fps_fraction": f"{fps.numerator}/{fps.denominator}",
         "frames": plan.frames,
@@ -201,6 +216,12 @@ def video_facts(plan: ClipPlan, fps: Fraction) -> dict[str, Any]:
         "duration": float(plan.frames / fps),
         "start_time": float(plan.first_frame / fps),
     }
+    # Only where they say something: the metadata of ordinary sources stays as it was.
+    if source.rotation:
+        facts["rotation"] = source.rotation
+    if decode_errors:
+        facts["source_decode_errors"] = decode_errors
+    return facts
 
 
 def face_facts_of(plan: ClipPlan, faces: list[tuple[int, "Future[list[int] | None]"]],
@@ -249,6 +270,12 @@ class FaceDetector:
         if box is not None:
             self._last_face[clip] = box
         return box
+
+
+def count_lines(path: Path) -> int:
+    """The non-empty lines of an ffmpeg log (at -loglevel error: one per error message)."""
+    with open(path, "rb") as log:
+        return sum(1 for line in log if line.strip())
 
 
 def read_tail(path: Path) -> str:

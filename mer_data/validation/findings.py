@@ -52,6 +52,8 @@ KINDS: dict[str, Kind] = {
     "audio-from-video": Kind("warning", "MOSEI: no 16 kHz WAV; the video's own audio track is used"),
     "media-duration-mismatch": Kind("warning", "audio and video of one recording differ in length"),
     "interval-past-media-end": Kind("error", "an utterance interval ends after its audio or video"),
+    "truncated-media": Kind("warning", "a video decodes to less than its file claims (cut short)"),
+    "video-decode-errors": Kind("warning", "the decoder reported errors in a video (damage its clips may show)"),
     # Shards
     "corrupt-tar": Kind("error", "a shard that is not a complete, readable tar"),
     "bad-member-name": Kind("error", "a tar member that is not a regular file named <key>.<ext>"),

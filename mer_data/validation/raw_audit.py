@@ -12,6 +12,9 @@ Per recording (an IEMOCAP dialog, a MOSEI video) a task checks:
   differ from the label times;
 - overlapping intervals of one speaker;
 - media (ffprobe): present and readable, with the streams and audio channels the utterances need;
+  the video decoded to its end, for its real length (a truncated file keeps the header's frame
+  count; a variable-rate one has fewer frames than its length times the rate) and the error
+  messages of its decoder (damage it conceals, which the clips would show);
   audio and video of equal length (within `source_duration_tolerance_s`); every interval inside
   both, by the converter's own rule (it ends at most one audio sample and one video frame past
   the media end), so that a clean audit means that no utterance is rejected for its media times.
@@ -29,8 +32,8 @@ from typing import Any
 
 from mer_data.corpora import iemocap, mosei
 from mer_data.media.audio import SAMPLE_RATE
-from mer_data.media.probe import MediaError, MediaNotFoundError, probe_media
-from mer_data.media.video import frame_range
+from mer_data.media.probe import MediaError, MediaNotFoundError, decode_video, probe_media
+from mer_data.media.video import claimed_frames, frame_range
 from mer_data.records import Problem
 from mer_data.validation.findings import Finding, Report, finding
 from mer_data.validation.options import ValidateOptions
@@ -337,7 +340,7 @@ def audit_media(job: RecordingJob, utterances: list[AnnotatedUtterance],
     root = Path(job.root)
     count = len(utterances)
     probed_video = _probe(root, job.video, job.recording, count, findings, "video")
-    video = _video_facts(probed_video) if probed_video else None
+    video = _decoded_video_facts(root, job, probed_video, findings) if probed_video else None
     audio_probe = _probe(root, job.audio, job.recording, count, findings, "audio",
                          fallback=probed_video if job.corpus == "mosei" else None)
     audio = _audio_facts(audio_probe) if audio_probe else None
@@ -384,13 +387,30 @@ def _probe(root: Path, rel: str, recording: str, count: int, findings: list[Find
     return facts
 
 
-def _video_facts(facts: dict) -> _VideoFacts:
-    video = facts["video"]
-    frames = video["frames"]
-    duration = video["duration"] or facts["duration"]
-    if frames is None and duration is not None:
-        frames = round(Fraction(duration) * video["fps"])
-    return _VideoFacts(video["fps"], frames)
+def _decoded_video_facts(root: Path, job: RecordingJob, facts: dict, findings: list[Finding]) -> _VideoFacts:
+    """The video's frames at its nominal rate as far as it decodes, not as far as its header or
+    timestamps claim; a shortfall against the claim and the decoder's error messages are findings."""
+    fps, path = facts["video"]["fps"], root / job.video
+    claimed = claimed_frames(path, facts)
+    try:
+        decoded = decode_video(path)
+    except MediaError as error:
+        findings.append(finding("unreadable-media", str(error).replace(str(path), job.video), file=job.video,
+                                id=job.recording))
+        return _VideoFacts(fps, claimed)
+    frames = 0 if decoded.end is None else round(Fraction(decoded.end) * fps)
+    if decoded.errors:
+        findings.append(finding("video-decode-errors",
+                                f"{decoded.errors} error message(s) while decoding the video: clips cut from it may "
+                                f"show the damage (their video.source_decode_errors says so)",
+                                file=job.video, id=job.recording, errors=decoded.errors))
+    # One frame of slack: where a variable-rate video's last frame ends is a guess of its muxer.
+    if claimed is not None and frames < claimed - 1:
+        findings.append(finding("truncated-media",
+                                f"the video decodes to {float(frames / fps):.3f} s ({frames} frames), its file claims "
+                                f"{float(claimed / fps):.3f} s ({claimed} frames): it is cut short",
+                                file=job.video, id=job.recording, frames=frames, claimed_frames=claimed))
+    return _VideoFacts(fps, frames)
 
 
 def _audio_facts(facts: dict) -> _AudioFacts:
