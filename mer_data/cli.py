@@ -597,8 +597,8 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
     except NotAValidationTarget as exc:
         raise click.UsageError(str(exc))
     data = report.to_dict()
+    _write_validation_outputs(data, json_path, html_path)  # first: the reports exist whatever the terminal does
     click.echo(render_summary(data))
-    _write_validation_outputs(data, json_path, html_path)
     sys.exit(0 if report.ok else 1)
 
 

@@ -379,3 +379,26 @@ def test_a_crashed_shard_task_is_named_and_its_shard_not_otherwise_reported(smal
     report = audit(out)
     assert found(report) == Counter({("task-failed", "test-000001.tar", None, None): 1})
     assert "MemoryError: worker ran out of memory" in report.findings[0].message and not report.ok
+
+
+def test_non_finite_and_mistyped_metadata_are_findings_and_the_reports_are_written(small_shards, scheduler, tmp_path):
+    folder = copy_shards(small_shards, tmp_path)
+    members = read_members(folder / "test-000000.tar")
+    nan_start, inf_rate, text_end, _ = keys_of(members)
+    members = edit_json(members, nan_start, lambda meta: meta.update(start=float("nan")))
+    members = edit_json(members, inf_rate, lambda meta: meta["faces"].update(detection_rate=float("inf")))
+    members = edit_json(members, text_end, lambda meta: meta.update(end="12.5"))
+    write_members(folder / "test-000000.tar", members)
+    report_path, html_path = tmp_path / "report.json", tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["validate", str(folder), "--scheduler", scheduler, "--quiet", "--no-av-sync",
+                                       "--json", str(report_path), "--html", str(html_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    written = json.loads(report_path.read_text())
+    assert schemas.errors("validation-report", written) == [] and written["ok"] is False
+    assert html_path.read_text().lstrip().lower().startswith("<!doctype html")
+    invalid = {f["id"]: f for f in written["findings"] if f["kind"] == "metadata-invalid"}
+    assert set(invalid) == {nan_start, inf_rate, text_end}
+    assert all(f["file"] == "test-000000.tar" for f in invalid.values())
+    assert "start is NaN" in invalid[nan_start]["message"] and invalid[nan_start]["details"]["fields"] == ["start"]
+    assert "faces.detection_rate is inf" in invalid[inf_rate]["message"]
+    assert "end" in invalid[text_end]["message"]
