@@ -251,6 +251,8 @@ def _print_summary(report) -> None:
         state += f" (resumed: {report.resumed_recordings} recordings reused)"
     splits = ", ".join(f"{k} {v}" for k, v in counts["per_split"].items())
     click.echo(f"{state}: {counts['total']} samples ({splits}) in {len(report.card['shards'])} shards at {report.out}")
+    for warning in report.card.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if report.rejected:
         click.secho(f"{report.rejected} utterances rejected: see {report.out / 'errors.jsonl'}", fg="red", err=True)
 

@@ -99,6 +99,8 @@ def finish_shard_audit(plan: ShardSetPlan, audits: list[ShardAudit], options: Va
     findings += duplicate_keys(audits)
     findings += index_findings(plan.root, samples, unaudited)
     findings += leakage_findings(leakage, plan.card)
+    if not unaudited:  # a crashed shard's samples are unknown: its split may not be empty
+        findings += empty_split_findings(samples, plan.card)
     if plan.card is not None:
         findings += card_findings(plan.card, plan.root, audits, samples, entries)
     stats = {
@@ -363,6 +365,22 @@ def leakage_findings(leakage: dict[str, dict[str, Any]], card: dict | None) -> l
     if preset:
         message += f" (split {preset}" + (f": {note})" if note else ")")
     return [finding("split-leakage", message, split=preset, **{name: facts["count"] for name, facts in leakage.items()})]
+
+
+def empty_split_findings(samples: list[SampleFacts], card: dict | None) -> list[Finding]:
+    """A finding per split without samples, quoting the conversion's own warning (its reason and
+    what to do) where the card has one; an empty train split is an error."""
+    present = Counter(_split_of(sample) for sample in samples)
+    said = {warning.split()[1]: warning for warning in (card or {}).get("warnings", [])
+            if warning.startswith("the ") and " split is empty" in warning}
+    findings = []
+    for split in SPLITS:
+        if present.get(split):
+            continue
+        message = said.get(split, f"the {split} split is empty: no {split}-*.tar sample in the folder")
+        kind = "empty-train-split" if split == "train" else "empty-split"
+        findings.append(finding(kind, message, split=split))
+    return findings
 
 
 def av_sync_stats(audits: list[ShardAudit], samples: list[SampleFacts],
