@@ -31,6 +31,8 @@ KINDS: dict[str, Kind] = {
     # Annotation files of a raw release
     "missing-file": Kind("error", "a file the layout requires is absent"),
     "unreadable-file": Kind("error", "a file exists but cannot be read"),
+    "empty-annotation-file": Kind("error", "a label file without a single entry (emptied, or only its header): its "
+                                  "dialog is not converted"),
     "unexpected-file": Kind("warning", "a file in an annotation folder that is not named like one (ignored)"),
     "undecodable-line": Kind("error", "a line that is not text in the expected encoding (its utterance is lost)"),
     "non-utf8-text": Kind("warning", "a line decoded as cp1252, not UTF-8 (IEMOCAP's known accented bytes)"),
