@@ -300,6 +300,8 @@ def test_mosei_release_clean_and_damaged(tmp_path):
      "label-without-transcript"),
     ("missing columns: Input.CLIP", "malformed-labels"),
     ("video v: expected 'features' and 'intervals' datasets", "malformed-labels"),
+    ("video v: /All Labels/data/v/features declares shape (50000000000, 7) of float64 (2.5 TiB), over the 64.0 MiB "
+     "it may hold: not read", "malformed-labels"),
     ("bad times [1.0 -]: expected [START - END] in seconds", "malformed-line"),
     ("V/A/D [1, 2] is not 3 numbers", "malformed-line"),
     ("utterance id 'Ses01' has no '_' between dialog and turn", "malformed-line"),

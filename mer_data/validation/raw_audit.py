@@ -53,7 +53,8 @@ _READER_KINDS: tuple[tuple[re.Pattern, str], ...] = tuple(
         (rf"matches no transcript segment|matches only transcript segments|but no transcript file"
          rf"|^{iemocap.NO_TRANSCRIPT} (line|file)",
          "label-without-transcript"),
-        (r"^missing columns|^video .*: (expected 'features'|'features' or|features \()|is not a time interval",
+        (r"^missing columns|^video .*: (expected 'features'|'features' or|features \(|/.* declares shape)"
+         r"|is not a time interval",
          "malformed-labels"),
         (r"^(block head|bad times|end .* <= start|missing fields|utterance id|utterance .* does not belong|V/A/D"
          r"|annotator line|malformed transcript line|line does not start|expected |clip .* is not|times .* are not"
