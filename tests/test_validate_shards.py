@@ -440,3 +440,18 @@ def test_convert_prints_the_empty_split_warning_and_records_it_in_the_card(small
                                       "--shard-max-count", "4", "--quiet"])
     assert again.exit_code == 0 and "already complete" in again.output, again.output
     assert f"warning: {warning}" in again.output
+
+
+def test_error_log_records_of_the_wrong_types_are_findings_not_a_crash(small_shards, tmp_path):
+    folder = copy_shards(small_shards, tmp_path)
+    good = {"utterance": "Ses01F_impro01_F003", "file": "Session1/x.txt", "line": 33, "reason": "r", "stage": "media"}
+    wrong = [dict(good, line="7"), dict(good, line=float("nan")), dict(good, file=5), dict(good, reason=None),
+             dict(good, line=True), dict(good, utterance=["a"]), ["not", "an", "object"]]
+    (folder / "errors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, *wrong]))
+    report = audit(folder)
+    invalid = sorted(f.line for f in report.findings if f.kind == "error-log-invalid")
+    assert invalid == list(range(2, 2 + len(wrong)))
+    assert all(f.file == "errors.jsonl" for f in report.findings if f.kind == "error-log-invalid")
+    data = report.to_dict()
+    json.dumps(data, allow_nan=False)  # what --json writes
+    assert schemas.errors("validation-report", data) == [] and data["stats"]["error_log"]["count"] == 1

@@ -311,7 +311,7 @@ def read_error_log(root: Path) -> tuple[list[Problem] | None, list[Finding]]:
         if not text.strip():
             continue
         try:
-            entry = Problem(**json.loads(text))
+            entry = error_record(json.loads(text))
         except (json.JSONDecodeError, TypeError) as error:
             findings.append(finding("error-log-invalid", f"not an error record (file, line, reason, utterance, "
                                     f"stage): {error}", file=ERRORS_NAME, line=number))
@@ -321,6 +321,24 @@ def read_error_log(root: Path) -> tuple[list[Problem] | None, list[Finding]]:
                                 file=entry.file, line=entry.line, id=entry.utterance, stage=entry.stage,
                                 log=f"{ERRORS_NAME}:{number}"))
     return entries, findings
+
+
+# The types of an error record's fields: what the findings and the card's counts compute with.
+_RECORD_TYPES = {"file": (str,), "line": (int, type(None)), "reason": (str,), "utterance": (str, type(None)),
+                 "stage": (str,)}
+_TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
+
+
+def error_record(value: Any) -> Problem:
+    """An errors.jsonl line as a Problem; TypeError naming the field whose value is of the wrong type."""
+    if not isinstance(value, dict):
+        raise TypeError(f"a JSON {type(value).__name__}, not an object")
+    entry = Problem(**value)  # TypeError for a missing or unknown field
+    for name, types in _RECORD_TYPES.items():
+        field_value = getattr(entry, name)
+        if not isinstance(field_value, types) or isinstance(field_value, bool):
+            raise TypeError(f"{name} is {json.dumps(field_value)}, not {' or '.join(_TYPE_NAMES[t] for t in types)}")
+    return entry
 
 
 def _error_log_stats(entries: list[Problem]) -> dict[str, Any]:
