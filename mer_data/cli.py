@@ -251,6 +251,8 @@ def _print_summary(report) -> None:
         state += f" (resumed: {report.resumed_recordings} recordings reused)"
     splits = ", ".join(f"{k} {v}" for k, v in counts["per_split"].items())
     click.echo(f"{state}: {counts['total']} samples ({splits}) in {len(report.card['shards'])} shards at {report.out}")
+    for warning in report.card.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if report.rejected:
         click.secho(f"{report.rejected} utterances rejected: see {report.out / 'errors.jsonl'}", fg="red", err=True)
 
@@ -597,8 +599,8 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
     except NotAValidationTarget as exc:
         raise click.UsageError(str(exc))
     data = report.to_dict()
+    _write_validation_outputs(data, json_path, html_path)  # first: the reports exist whatever the terminal does
     click.echo(render_summary(data))
-    _write_validation_outputs(data, json_path, html_path)
     sys.exit(0 if report.ok else 1)
 
 

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import mer_data
+from mer_data.corpora.splits import empty_split_warnings
 from mer_data.records import Problem, StagedSample, Utterance
 from mer_data.shards import (atomic_write_text, index_rows, pack_shards, sha256_file, write_dataset_card,
                              write_errors, write_index)
@@ -175,7 +176,7 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
     per_split_label: dict[str, Counter] = {}
     for row in rows:
         per_split_label.setdefault(row["split"], Counter()).update(row_labels(row))
-    return {
+    card = {
         "schema_version": "1.0",
         "tool": {"name": "mer-data", "version": mer_data.__version__},
         "corpus": plan.corpus,
@@ -199,6 +200,10 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
         "reader_stats": plan.reader_stats,
         "checksums": checksums,
     }
+    warnings = empty_split_warnings(per_split, plan.split_report)
+    if warnings:  # only then: the cards of conversions with nothing to warn about stay as they were
+        card["warnings"] = warnings
+    return card
 
 
 def row_labels(row: dict) -> list[str]:

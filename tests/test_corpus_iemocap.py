@@ -351,8 +351,7 @@ def test_read_iemocap_notes(release):
     utterances = by_id(read_iemocap(release))
     assert utterances["Ses01F_impro01_F001"].text == "Un café, please."
     assert utterances["Ses01F_impro01_F001"].notes == ("text_encoding=cp1252",)
-    missing = utterances["Ses01F_impro01_F002"]
-    assert (missing.text, missing.notes, missing.lines["transcript"]) == ("", ("no transcript line",), None)
+    assert "Ses01F_impro01_F002" not in utterances  # no transcript line: rejected, see below
     shifted = utterances["Ses01F_impro01_M002"]
     assert (shifted.start, shifted.end) == (25.0, 26.5)  # label times win
     assert len(shifted.notes) == 1 and "differ from label times" in shifted.notes[0]
@@ -361,18 +360,38 @@ def test_read_iemocap_notes(release):
 def test_read_iemocap_drops_an_utterance_whose_transcript_line_is_undecodable(release):
     reading = read_iemocap(release)
     assert "Ses01F_impro01_M001" not in by_id(reading)
-    [problem] = reading.problems
+    [problem] = [p for p in reading.problems if p.utterance == "Ses01F_impro01_M001"]
     assert (problem.file, problem.line, problem.utterance) == (
         "Session1/dialog/transcriptions/Ses01F_impro01.txt", 7, "Ses01F_impro01_M001"
     )
 
 
+def test_read_iemocap_rejects_a_labelled_utterance_without_a_transcript_line(release):
+    reading = read_iemocap(release)
+    assert "Ses01F_impro01_F002" not in by_id(reading)
+    [problem] = [p for p in reading.problems if p.utterance == "Ses01F_impro01_F002"]
+    assert (problem.file, problem.line) == ("Session1/dialog/EmoEvaluation/Ses01F_impro01.txt", 20)  # its block head
+    assert problem.reason == ("no transcript line in Session1/dialog/transcriptions/Ses01F_impro01.txt: "
+                              "the utterance has no text")
+
+
+@pytest.mark.parametrize("content", [b"", b"% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\r\n\r\n"])
+def test_read_iemocap_an_emptied_label_file_is_a_problem_not_a_vanished_dialog(release, content):
+    labels = "Session2/dialog/EmoEvaluation/Ses02M_impro05a.txt"
+    (release / labels).write_bytes(content)
+    reading = read_iemocap(release)
+    assert not [u for u in reading.utterances if u.recording == "Ses02M_impro05a"]
+    [problem] = [p for p in reading.problems if p.file == labels]
+    assert (problem.line, problem.utterance) == (None, None)
+    assert problem.reason.startswith("no label block: the file is empty or holds only its header")
+
+
 def test_read_iemocap_stats(release):
     stats = read_iemocap(release).stats
     assert stats["dialogs"] == 3
-    assert stats["utterances"] == 8
+    assert stats["utterances"] == 7  # the undecodable line's and the one without a transcript line are rejected
     assert stats["categories"] == {
-        "neu": 2, "hap": 1, "sad": 1, "ang": 0, "exc": 1, "fru": 1, "sur": 1, "fea": 0, "dis": 0, "oth": 0, "xxx": 1
+        "neu": 2, "hap": 1, "sad": 1, "ang": 0, "exc": 1, "fru": 1, "sur": 1, "fea": 0, "dis": 0, "oth": 0, "xxx": 0
     }
     assert stats["six_class_utterances"] == 6
     assert stats["transcript_lines_skipped"] == {"blank": 1, "no_id": 1, "xx_id": 1}
@@ -382,13 +401,15 @@ def test_read_iemocap_stats(release):
     assert stats["transcript_time_mismatches"] == 1
     assert stats["text_encoding_cp1252"] == 1
     assert stats["dropped_for_transcript_problems"] == 1
-    assert stats["problems"] == 1
+    assert stats["problems"] == 2
 
 
-def test_read_iemocap_missing_transcript_file_is_a_note_not_a_problem(release):
+def test_read_iemocap_missing_transcript_file_rejects_each_of_its_utterances(release):
     transcript_path(release, 2, "Ses02M_impro05a").unlink()
     reading = read_iemocap(release)
-    utterance = by_id(reading)["Ses02M_impro05a_M003"]
-    assert (utterance.text, utterance.notes) == ("", ("no transcript file",))
+    assert not [u for u in reading.utterances if u.recording == "Ses02M_impro05a"]
     assert reading.stats["transcript_files_missing"] == 1
-    assert len(reading.problems) == 1  # only the undecodable line of the other dialog
+    rejected = [p for p in reading.problems if p.file == "Session2/dialog/EmoEvaluation/Ses02M_impro05a.txt"]
+    assert {p.utterance for p in rejected} >= {"Ses02M_impro05a_M003", "Ses02M_impro05a_F004"}
+    assert all(p.reason == "no transcript file Session2/dialog/transcriptions/Ses02M_impro05a.txt: the utterance "
+               "has no text" and p.line is not None for p in rejected)

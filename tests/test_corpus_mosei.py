@@ -238,6 +238,20 @@ def test_read_csd_labels_takes_any_root_group_name(tmp_path):
     assert problems == [] and labels["abc"][0].emotions["fear"] == 2.0
 
 
+def test_read_csd_labels_refuses_a_video_whose_arrays_declare_terabytes_without_reading_them(tmp_path):
+    path = tmp_path / "labels.csd"
+    write_csd(path, {"abc": [([0, 1], [1, 0, 0, 0, 0, 0, 2])]})
+    with h5py.File(path, "r+") as handle:  # chunked and never written: the file stays small
+        group = handle["All Labels"]["data"].create_group("huge")
+        group.create_dataset("features", shape=(50_000_000_000, 7), dtype="float64", chunks=(1024, 7))
+        group.create_dataset("intervals", shape=(50_000_000_000, 2), dtype="float64", chunks=(1024, 2))
+    assert path.stat().st_size < 1 << 20
+    labels, problems = read_csd_labels(path, CSD_REL)
+    assert labels["huge"] == [] and labels["abc"][0].emotions["fear"] == 2.0  # the other video is read
+    assert problems == [Problem(CSD_REL, None, "video huge: /All Labels/data/huge/features declares shape "
+                                "(50000000000, 7) of float64 (2.5 TiB), over the 64.0 MiB it may hold: not read")]
+
+
 def test_read_csd_labels_rejects_files_that_are_not_csd(tmp_path):
     (tmp_path / "text.csd").write_text("not HDF5")
     with pytest.raises(ValueError, match="not a readable HDF5"):

@@ -337,6 +337,35 @@ def test_a_broken_csd_is_refused_naming_file_and_entry(small_shards, tmp_path, k
     assert not (tmp_path / "feats" / "features.json").exists()
 
 
+@pytest.mark.parametrize("where", ["features", "intervals", "metadata"])
+def test_a_csd_declaring_terabytes_is_refused_before_reading(small_shards, tmp_path, where):
+    shards, _ = small_shards
+    path = write_csd(tmp_path / "COVAREP.csd", "COVAREP", {"Ses01F_impro01": (np.zeros((2, 74), dtype=np.float32),
+                                                                              np.array([[0.0, 1.0], [1.0, 2.0]]))})
+    steps = 10_000_000_000  # 74 float32 features each: 2.7 TiB, declared but never written (chunked)
+    with h5py.File(path, "r+") as handle:
+        sequence = handle["COVAREP"]
+        if where == "metadata":
+            sequence["metadata"].create_dataset("dimension names", shape=(steps,), dtype="float64", chunks=(4096,))
+        else:
+            entry = sequence["data"].create_group("Ses02F_impro05a")
+            entry.create_dataset("features", shape=(steps, 74), dtype="float32", chunks=(1024, 74))
+            entry.create_dataset("intervals", shape=(steps, 2), dtype="float64", chunks=(1024, 2))
+            if where == "intervals":  # features within the bound (0.9 GiB), the intervals alone over it
+                del entry["features"], entry["intervals"]
+                entry.create_dataset("features", shape=(steps // 10, 1), dtype="uint8", chunks=(4096, 1))
+                entry.create_dataset("intervals", shape=(steps // 10, 2), dtype="float64", chunks=(1024, 2))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(CsdError) as caught:
+        import_csd([path], tmp_path / "feats", shards=shards, log=lambda _: None)
+    message = str(caught.value)
+    dataset = {"features": "/COVAREP/data/Ses02F_impro05a/features (10000000000, 74) of float32 (2.7 TiB)",
+               "intervals": "/COVAREP/data/Ses02F_impro05a/intervals (1000000000, 2) of float64 (14.9 GiB)",
+               "metadata": "/COVAREP/metadata/dimension names (10000000000,) of float64 (74.5 GiB)"}[where]
+    name, shape = dataset.split(" (", 1)
+    assert message.startswith(str(path)) and f"{name} declares shape ({shape}" in message and "not read" in message
+
+
 def test_an_unknown_sequence_needs_a_role(small_shards, tmp_path):
     shards, _ = small_shards
     path = write_csd(tmp_path / "mine.csd", "MyFeatures",

@@ -122,6 +122,27 @@ def test_session_split_keeps_the_test_session_out_of_training(test_session, vali
     assert report["leakage"] == {"dialogs": 0, "speakers": 0}
 
 
+def test_leave_session_out_of_two_sessions_warns_that_valid_is_empty_and_what_to_do():
+    from mer_data.corpora.splits import empty_split_warnings
+
+    two_sessions = [u for u in synthetic_corpus(per_dialog=2) if u.session in (1, 2)]
+    assignment, _, report = assign_splits(two_sessions, "session:2")
+    written = Counter(assignment.values())
+    assert written == {"train": 4, "test": 4}
+    (warning,) = empty_split_warnings(written, report)
+    assert warning.startswith("the valid split is empty: split session:2 puts session 3 in valid")
+    assert "random:SEED" in warning and "mer train needs train and valid samples" in warning
+    # Session 1 out: session 2 is valid, and nothing is left to train on.
+    assignment, _, report = assign_splits(two_sessions, "session:1")
+    assert [w.split(":")[0] for w in empty_split_warnings(Counter(assignment.values()), report)] == [
+        "the train split is empty"]
+    # Planned but every one rejected: said so, not blamed on the split.
+    assert empty_split_warnings({"train": 4, "valid": 0, "test": 4}, {"counts": {"valid": 3}}) == [
+        "the valid split is empty: all 3 utterances assigned to it were rejected (errors.jsonl); "
+        "mer train needs train and valid samples"]
+    assert empty_split_warnings({"train": 8, "valid": 1, "test": 1}, report) == []
+
+
 def test_session_split_reports_utterances_without_a_session():
     orphan = Utterance(
         id="clip_1", corpus="other", recording="clip", speaker="clip", gender=None, start=0.0, end=1.0,

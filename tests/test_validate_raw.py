@@ -257,6 +257,39 @@ def test_a_truncated_and_a_damaged_video_are_measured_by_decoding(small_corpus, 
     assert by_kind[("video-decode-errors", second)].severity == "warning"
 
 
+def test_an_emptied_label_file_and_a_missing_transcript_line_are_errors_in_validate_and_convert(small_corpus,
+                                                                                               tmp_path):
+    from pipelines.convert import plan_iemocap
+    from pipelines.options import ConvertOptions
+
+    root, truth, dialogs = copy_corpus(small_corpus, tmp_path)
+    emptied, other = sorted(dialogs)
+    a, b = dialogs[emptied]["files"], dialogs[other]["files"]
+    expected = baseline(truth)
+    header = (root / a["labels"]).read_bytes().splitlines(keepends=True)[0]
+    (root / a["labels"]).write_bytes(header)  # only the "% [START_TIME - END_TIME] ..." header is left
+    expected[("empty-annotation-file", a["labels"], None, None)] += 1
+    for utterance in utterances_of(truth, emptied):  # their transcript lines now name no label
+        expected[("transcript-without-label", a["transcript"], utterance["transcript_line"], utterance["id"])] += 1
+    untold = next(u for u in utterances_of(truth, other) if u["id"] not in dialogs[other]["non_utf8_ids"])
+    edit_line(root / b["transcript"], untold["transcript_line"], lambda line: b"")  # a blank line now
+    expected[("label-without-transcript", b["labels"], untold["labels_line"], untold["id"])] += 1
+
+    report = audit(root)
+    assert found(report) == expected and not report.ok
+    # The conversion rejects the same: the dialog and the utterance are in errors.jsonl, not gone.
+    plan = plan_iemocap(root, ConvertOptions(corpus="iemocap", split="random:1"))
+    rejected = {(p.file, p.line, p.utterance): p.reason for p in plan.problems}
+    assert set(rejected) == {(a["labels"], None, None), (b["labels"], untold["labels_line"], untold["id"])}
+    assert rejected[(a["labels"], None, None)].startswith("no label block: the file is empty or holds only its header")
+    assert rejected[(b["labels"], untold["labels_line"], untold["id"])] == (
+        f"no transcript line in {b['transcript']}: the utterance has no text")
+    errors = {(f.file, f.line, f.id) for f in report.findings if f.severity == "error"}
+    assert set(rejected) == errors  # what validate calls an error is exactly what convert rejects
+    converted = {utterance.id for job in plan.jobs for utterance in job.utterances}
+    assert untold["id"] not in converted and not converted & {u["id"] for u in utterances_of(truth, emptied)}
+
+
 # --------------------------------------------------------------------------------------------
 # CMU-MOSEI
 
@@ -320,10 +353,16 @@ def test_mosei_release_clean_and_damaged(tmp_path):
     ("file name 'x' is not a dialog name (SesNN[MF]_...)", "unexpected-file"),
     ("label interval [1.0, 2.0] of v (row 0): sentiment 5.0 is outside [-3, 3]", "label-out-of-range"),
     ("label interval [1.0, 2.0] of v matches no transcript segment", "label-without-transcript"),
+    ("no transcript line in S/t.txt: the utterance has no text", "label-without-transcript"),
+    ("no transcript file S/t.txt: the utterance has no text", "label-without-transcript"),
+    ("no label block: the file is empty or holds only its header; no utterance of dialog d is converted",
+     "empty-annotation-file"),
     ("video v has 2 labelled segment(s) but no transcript file Transcript/Segmented/Combined/v.txt",
      "label-without-transcript"),
     ("missing columns: Input.CLIP", "malformed-labels"),
     ("video v: expected 'features' and 'intervals' datasets", "malformed-labels"),
+    ("video v: /All Labels/data/v/features declares shape (50000000000, 7) of float64 (2.5 TiB), over the 64.0 MiB "
+     "it may hold: not read", "malformed-labels"),
     ("bad times [1.0 -]: expected [START - END] in seconds", "malformed-line"),
     ("V/A/D [1, 2] is not 3 numbers", "malformed-line"),
     ("utterance id 'Ses01' has no '_' between dialog and turn", "malformed-line"),

@@ -35,6 +35,16 @@ def found(report) -> Counter:
     return Counter((f.kind, f.file, f.line, f.id) for f in report.findings)
 
 
+# `small_shards` is leave-session-2-out of sessions 1 and 2: its valid split (session 3) is empty.
+EMPTY_VALID = ("empty-split", None, None, None)
+
+
+def empty_splits(card: dict) -> Counter:
+    """The empty-split findings a shard folder with this card's counts gets."""
+    return Counter(("empty-train-split" if split == "train" else "empty-split", None, None, None)
+                   for split, count in card["counts"]["per_split"].items() if count == 0)
+
+
 def copy_shards(small_shards, tmp_path: Path) -> Path:
     out, _ = small_shards
     return Path(shutil.copytree(out, tmp_path / "shards"))
@@ -84,7 +94,8 @@ def replace_member(members, name: str, data: bytes | None):
 def test_clean_shards_give_no_finding_and_full_stats(small_shards):
     out, conversion = small_shards
     report = audit(out, av_sync=True)
-    assert found(report) == Counter() and report.ok
+    assert found(report) == Counter({EMPTY_VALID: 1}) and report.ok
+    assert "session 3" in report.findings[0].message  # the conversion's own warning, with what to do
     data = report.to_dict()
     assert schemas.errors("validation-report", data) == []
     card = conversion.card
@@ -122,7 +133,7 @@ def test_damaged_tars_and_samples_are_each_named_once(small_shards, tmp_path):
                      ("bad-member-name", "train-000000.tar", None, "bad name.json"): 1,
                      ("bad-member-name", "train-000000.tar", None, "README"): 1,
                      ("bad-member-name", "train-000000.tar", None, "somedir"): 1,
-                     ("checksum-mismatch", "train-000000.tar", None, None): 1})
+                     ("checksum-mismatch", "train-000000.tar", None, None): 1, EMPTY_VALID: 1})
 
     test0 = original_test0 = read_members(folder / "test-000000.tar")
     t0, t1, t2, t3 = keys_of(test0)
@@ -165,7 +176,7 @@ def test_damaged_tars_and_samples_are_each_named_once(small_shards, tmp_path):
     duration = next(f for f in report.findings if f.kind == "duration-mismatch")
     assert "interval and audio differ by 1.000 s" in duration.message
     assert all(f.severity == "error" for f in report.findings
-               if f.kind not in ("low-face-detection-rate", "black-video"))
+               if f.kind not in ("low-face-detection-rate", "black-video", "empty-split"))
 
 
 def test_side_files_that_disagree_are_each_named(small_shards, tmp_path):
@@ -200,6 +211,7 @@ def test_side_files_that_disagree_are_each_named(small_shards, tmp_path):
         ("error-log-invalid", "errors.jsonl", 3, None): 1,
         ("card-mismatch", "dataset.json", None, None): 1,
         ("unexpected-file", "extra.tar", None, None): 1,
+        EMPTY_VALID: 1,
     })
     stats = report.to_dict()["stats"]
     assert stats["error_log"]["count"] == 2 and stats["error_log"]["by_stage"] == {"media": 1, "read": 1}
@@ -218,7 +230,7 @@ def test_an_invalid_card_is_named_and_nothing_is_compared_with_it(small_shards, 
     report = audit(folder)
     assert found(report) == Counter({("card-invalid", "dataset.json", None, None): 1,
                                      ("missing-file", "errors.jsonl", None, None): 1,
-                                     ("corrupt-tar", "valid-000000.tar", None, None): 1})
+                                     ("corrupt-tar", "valid-000000.tar", None, None): 1, EMPTY_VALID: 1})
     assert report.to_dict()["stats"]["error_log"] is None
 
 
@@ -242,7 +254,7 @@ def test_a_recording_whose_audio_is_late_is_flagged_with_its_offset(small_shards
     report = audit(folder, av_sync=True)
     assert found(report) == Counter({("av-offset", None, None, "Ses02F_impro05a"): 1,
                                      ("checksum-mismatch", "test-000000.tar", None, None): 1,
-                                     ("checksum-mismatch", "test-000001.tar", None, None): 1})
+                                     ("checksum-mismatch", "test-000001.tar", None, None): 1, EMPTY_VALID: 1})
     offsets = {entry["recording"]: entry for entry in report.to_dict()["stats"]["av_sync"]["offsets"]}
     fps = 30000 / 1001
     shifted = offsets["Ses02F_impro05a"]
@@ -264,8 +276,8 @@ def test_mosei_shards_count_labels_like_the_card_and_warn_of_faceless_samples(tm
     # The test pattern has no face: every sample is warned of, and no offset can be measured.
     assert found(report) == Counter({("low-face-detection-rate", tar.name, None, key): 1
                                      for tar in sorted((tmp_path / "shards").glob("*.tar"))
-                                     for key in keys_of(read_members(tar))})
-    assert len(report.findings) == conversion.card["counts"]["total"] == 4
+                                     for key in keys_of(read_members(tar))}) + empty_splits(conversion.card)
+    assert conversion.card["counts"]["total"] == 4
     stats = report.to_dict()["stats"]
     assert stats["labels_per_split"] == conversion.card["counts"]["per_split_label"]
     assert stats["leakage"]["videos"]["count"] == 0
@@ -284,12 +296,12 @@ def random_split_shards(small_corpus, tmp_path_factory):
 
 def test_a_random_utterance_split_reports_its_leakage(random_split_shards):
     report = audit(random_split_shards.out)
-    assert found(report) == Counter({("split-leakage", None, None, None): 1})
+    assert found(report) == Counter({("split-leakage", None, None, None): 1}) + empty_splits(random_split_shards.card)
     leakage = report.to_dict()["stats"]["leakage"]
     card_leakage = random_split_shards.card["split_report"]["leakage"]
     assert (leakage["dialogs"]["count"], leakage["speakers"]["count"]) == (card_leakage["dialogs"], card_leakage["speakers"])
     assert leakage["dialogs"]["count"] > 0
-    message = report.findings[0].message
+    message = next(f for f in report.findings if f.kind == "split-leakage").message
     assert "random:1" in message and f"dialogs {card_leakage['dialogs']}" in message
 
 
@@ -335,7 +347,7 @@ def test_cli_exit_status_json_and_strict(small_corpus, small_shards, scheduler, 
     clean = runner.invoke(main, ["validate", str(out), "--json", str(report_path), "--html", str(html_path),
                                  "--scheduler", scheduler, "--quiet"])
     assert clean.exit_code == 0, clean.output
-    assert "OK: 0 errors, 0 warnings" in clean.output and "A/V offsets" in clean.output
+    assert "OK: 0 errors, 1 warning" in clean.output and "empty-split" in clean.output and "A/V offsets" in clean.output
     written = json.loads(report_path.read_text())
     assert schemas.errors("validation-report", written) == [] and written["ok"] is True
     assert written["stats"]["av_sync"] is not None
@@ -379,3 +391,67 @@ def test_a_crashed_shard_task_is_named_and_its_shard_not_otherwise_reported(smal
     report = audit(out)
     assert found(report) == Counter({("task-failed", "test-000001.tar", None, None): 1})
     assert "MemoryError: worker ran out of memory" in report.findings[0].message and not report.ok
+
+
+def test_non_finite_and_mistyped_metadata_are_findings_and_the_reports_are_written(small_shards, scheduler, tmp_path):
+    folder = copy_shards(small_shards, tmp_path)
+    members = read_members(folder / "test-000000.tar")
+    nan_start, inf_rate, text_end, _ = keys_of(members)
+    members = edit_json(members, nan_start, lambda meta: meta.update(start=float("nan")))
+    members = edit_json(members, inf_rate, lambda meta: meta["faces"].update(detection_rate=float("inf")))
+    members = edit_json(members, text_end, lambda meta: meta.update(end="12.5"))
+    write_members(folder / "test-000000.tar", members)
+    report_path, html_path = tmp_path / "report.json", tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["validate", str(folder), "--scheduler", scheduler, "--quiet", "--no-av-sync",
+                                       "--json", str(report_path), "--html", str(html_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    written = json.loads(report_path.read_text())
+    assert schemas.errors("validation-report", written) == [] and written["ok"] is False
+    assert html_path.read_text().lstrip().lower().startswith("<!doctype html")
+    invalid = {f["id"]: f for f in written["findings"] if f["kind"] == "metadata-invalid"}
+    assert set(invalid) == {nan_start, inf_rate, text_end}
+    assert all(f["file"] == "test-000000.tar" for f in invalid.values())
+    assert "start is NaN" in invalid[nan_start]["message"] and invalid[nan_start]["details"]["fields"] == ["start"]
+    assert "faces.detection_rate is inf" in invalid[inf_rate]["message"]
+    assert "end" in invalid[text_end]["message"]
+
+
+def test_empty_splits_are_findings_an_empty_train_split_an_error():
+    from mer_data.validation.shard_audit import SampleFacts
+    from mer_data.validation.shard_set import empty_split_findings
+
+    tests_only = [SampleFacts(f"Ses02F_impro01_F00{n}", "test-000000.tar", n, split="test") for n in range(3)]
+    card = {"warnings": ["the valid split is empty: split session:1 puts session 2 in valid (...)"]}
+    findings = {f.details["split"]: f for f in empty_split_findings(tests_only, card)}
+    assert set(findings) == {"train", "valid"}
+    assert (findings["train"].kind, findings["train"].severity) == ("empty-train-split", "error")
+    assert (findings["valid"].kind, findings["valid"].severity) == ("empty-split", "warning")
+    assert findings["valid"].message == card["warnings"][0]  # the conversion's reason, quoted
+    assert findings["train"].message.startswith("the train split is empty: no train-*.tar sample")
+
+
+def test_convert_prints_the_empty_split_warning_and_records_it_in_the_card(small_corpus, small_shards):
+    root, _ = small_corpus
+    out, conversion = small_shards
+    (warning,) = conversion.card["warnings"]
+    assert warning.startswith("the valid split is empty: split session:2 puts session 3 in valid")
+    assert schemas.errors("dataset", conversion.card) == []
+    again = CliRunner().invoke(main, ["convert", "iemocap", str(root), str(out), "--split", "session:2",
+                                      "--shard-max-count", "4", "--quiet"])
+    assert again.exit_code == 0 and "already complete" in again.output, again.output
+    assert f"warning: {warning}" in again.output
+
+
+def test_error_log_records_of_the_wrong_types_are_findings_not_a_crash(small_shards, tmp_path):
+    folder = copy_shards(small_shards, tmp_path)
+    good = {"utterance": "Ses01F_impro01_F003", "file": "Session1/x.txt", "line": 33, "reason": "r", "stage": "media"}
+    wrong = [dict(good, line="7"), dict(good, line=float("nan")), dict(good, file=5), dict(good, reason=None),
+             dict(good, line=True), dict(good, utterance=["a"]), ["not", "an", "object"]]
+    (folder / "errors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, *wrong]))
+    report = audit(folder)
+    invalid = sorted(f.line for f in report.findings if f.kind == "error-log-invalid")
+    assert invalid == list(range(2, 2 + len(wrong)))
+    assert all(f.file == "errors.jsonl" for f in report.findings if f.kind == "error-log-invalid")
+    data = report.to_dict()
+    json.dumps(data, allow_nan=False)  # what --json writes
+    assert schemas.errors("validation-report", data) == [] and data["stats"]["error_log"]["count"] == 1

@@ -8,7 +8,11 @@ Policy on damaged input, so that nothing vanishes silently:
   reason and, where it can be read off the line, the utterance id); the rest of the file is read;
 - a transcript line that is damaged (undecodable bytes, malformed, duplicated) costs the utterance
   it names: the utterance is dropped and the `Problem` carries its id, for the error log;
-- a labelled utterance with no transcript line at all is kept, with empty text and a note.
+- a labelled utterance with no transcript line (or whose dialog has no transcription file) is
+  rejected with a `Problem` naming the label line: an utterance without its text is not trained on
+  silently (`mer validate` calls it an error, `label-without-transcript` / `missing-file`);
+- an EmoEvaluation file without a single block head (emptied, or only its `%` header) is a
+  `Problem` naming the file: its dialog does not vanish without a word.
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ SIX_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
 # A transcript line may disagree with its label block by rounding; beyond this it gets a note.
 TIME_TOLERANCE_S = 0.01
 EXAMPLES_IN_STATS = 10
+# The start of the reasons below: raw validation maps them to finding kinds.
+NO_LABEL_BLOCK = "no label block"
+NO_TRANSCRIPT = "no transcript"
 
 # Bytes that cp1252 leaves undefined: a line holding one (and not valid UTF-8) cannot be read.
 CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
@@ -297,6 +304,7 @@ def parse_emo_evaluation(path: Path, rel: str) -> tuple[list[LabelBlock], list[P
     first_line_of: dict[str, int] = {}
     current: LabelBlock | None = None
     in_rejected_block = False
+    heads = 0  # block heads seen, well-formed or not
 
     for number, raw in enumerate(_read_raw_lines(Path(path)), start=1):
         text = _lenient_text(raw).strip()
@@ -314,6 +322,7 @@ def parse_emo_evaluation(path: Path, rel: str) -> tuple[list[LabelBlock], list[P
                 problems.append(Problem(rel, number, "annotator line outside a block (ignored)"))
             continue
 
+        heads += 1
         head = _parse_head(text, dialog, number)
         if isinstance(head, str):
             recovered = _ID_LIKE.search(text)
@@ -328,6 +337,9 @@ def parse_emo_evaluation(path: Path, rel: str) -> tuple[list[LabelBlock], list[P
         first_line_of[head.utterance] = number
         current, in_rejected_block = head, False
         blocks.append(current)
+    if not heads:
+        problems.append(Problem(rel, None, f"{NO_LABEL_BLOCK}: the file is empty or holds only its header; no "
+                                f"utterance of dialog {dialog} is converted"))
     return blocks, problems
 
 
@@ -400,7 +412,7 @@ def _undecodable_line_problem(raw: bytes, rel: str, number: int, reason: str) ->
 # Joining labels and transcripts into utterances
 
 
-def _utterance_from(block: LabelBlock, line: TranscriptLine | None, dialog: IemocapDialog, notes: list[str]) -> Utterance:
+def _utterance_from(block: LabelBlock, line: TranscriptLine, dialog: IemocapDialog, notes: list[str]) -> Utterance:
     parts = parse_utterance_id(block.utterance)
     # The marker-wearing actor (the letter after SesNN) sits on the left half of the video and is
     # the first channel of the dialog's stereo audio.
@@ -418,11 +430,11 @@ def _utterance_from(block: LabelBlock, line: TranscriptLine | None, dialog: Iemo
             "vad": [float(value) for value in block.vad],
             "annotator_categories": [list(labels) for labels in block.annotator_categories],
         },
-        text=line.text if line is not None else "",
+        text=line.text,
         video_region="left" if is_left else "right",
         audio_channel=0 if is_left else 1,
         sources={"video": dialog.video, "audio": dialog.audio, "transcript": dialog.transcript, "labels": dialog.labels},
-        lines={"labels": block.line, "transcript": line.line if line is not None else None},
+        lines={"labels": block.line, "transcript": line.line},
         session=parts.session,
         notes=tuple(notes),
     )
@@ -452,11 +464,8 @@ class _Tally:
         self.unlabelled_examples.extend(utt_ids[:room])
 
 
-def _notes(block: LabelBlock, line: TranscriptLine | None, missing_note: str, tally: _Tally) -> list[str]:
+def _notes(block: LabelBlock, line: TranscriptLine, tally: _Tally) -> list[str]:
     """What a user of the utterance should know about how its text was found."""
-    if line is None:
-        tally.counts["labelled_without_transcript_line"] += 1
-        return [missing_note]
     notes = []
     if line.encoding != "utf-8":
         notes.append(f"text_encoding={line.encoding}")
@@ -473,10 +482,10 @@ def _read_dialog(root: Path, dialog: IemocapDialog, tally: _Tally) -> tuple[list
     transcript_path = root / dialog.transcript
     if transcript_path.is_file():
         lines, transcript_problems = parse_transcription(transcript_path, dialog.transcript, tally.skipped_lines)
-        missing_note = "no transcript line"
+        missing = f"{NO_TRANSCRIPT} line in {dialog.transcript}"
     else:
         lines, transcript_problems = [], []
-        missing_note = "no transcript file"
+        missing = f"{NO_TRANSCRIPT} file {dialog.transcript}"
         tally.counts["transcript_files_missing"] += 1
     problems += transcript_problems
     line_of = {line.utterance: line for line in lines}
@@ -488,8 +497,12 @@ def _read_dialog(root: Path, dialog: IemocapDialog, tally: _Tally) -> tuple[list
             tally.counts["dropped_for_transcript_problems"] += 1
             continue
         line = line_of.get(block.utterance)
-        notes = _notes(block, line, missing_note, tally)
-        utterances.append(_utterance_from(block, line, dialog, notes))
+        if line is None:  # no text: rejected, not converted with an empty one
+            tally.counts["labelled_without_transcript_line"] += 1
+            problems.append(Problem(dialog.labels, block.line, f"{missing}: the utterance has no text",
+                                    block.utterance))
+            continue
+        utterances.append(_utterance_from(block, line, dialog, _notes(block, line, tally)))
 
     labelled = {block.utterance for block in blocks}
     tally.unlabelled([line.utterance for line in lines if line.utterance not in labelled])

@@ -44,6 +44,9 @@ LABEL_SOURCES = ("csd", "mturk")
 # The label order in the .csd rows, after sentiment; also the order of the multi-hot vector.
 MOSEI_EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
 CSD_COLUMNS = 1 + len(MOSEI_EMOTIONS)
+# What one video's label arrays may declare: the release labels a few hundred segments at most;
+# an HDF5 file can declare terabytes it does not hold, and reading them would try to allocate it.
+MAX_CSD_LABEL_BYTES = 64 << 20
 SENTIMENT_RANGE = (-3.0, 3.0)
 INTENSITY_RANGE = (0.0, 3.0)
 
@@ -341,21 +344,45 @@ def _csd_data_group(handle: Any, path: Path) -> Any:
     return root["data"]
 
 
+def _size_text(size: int) -> str:
+    """2.9 TiB, 64.0 MiB, 120 B."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = 1 << {"TiB": 40, "GiB": 30, "MiB": 20, "KiB": 10}[unit]
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def declared_size_problem(dataset: Any, max_bytes: int) -> str | None:
+    """Why an HDF5 dataset is too large to read, judged on its declared shape and dtype alone
+    (nothing is read), or None; the reason names the dataset's path inside the file."""
+    size = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    if size <= max_bytes:
+        return None
+    return (f"{dataset.name} declares shape {tuple(dataset.shape)} of {dataset.dtype} ({_size_text(size)}), over "
+            f"the {_size_text(max_bytes)} it may hold: not read")
+
+
 def _csd_arrays(group: Any) -> tuple[Any, Any] | str:
-    """(features, intervals) of one video's group as float arrays, or the reason they are not."""
+    """(features, intervals) of one video's group as float arrays, or the reason they are not;
+    shapes and sizes are checked on what the file declares, before anything is read."""
     import h5py
     import numpy as np
 
     if not isinstance(group, h5py.Group) or not {"features", "intervals"} <= set(group):
         return "expected 'features' and 'intervals' datasets"
-    try:
-        features = np.asarray(group["features"][()], dtype=float)
-        intervals = np.asarray(group["intervals"][()], dtype=float)
-    except (TypeError, ValueError):
+    features, intervals = group["features"], group["intervals"]
+    if not isinstance(features, h5py.Dataset) or not isinstance(intervals, h5py.Dataset):
+        return "expected 'features' and 'intervals' datasets"
+    if features.dtype.kind not in "fiub" or intervals.dtype.kind not in "fiu":
         return "'features' or 'intervals' does not hold numbers"
-    if features.ndim != 2 or features.shape[1] != CSD_COLUMNS or intervals.shape != (len(features), 2):
+    if features.ndim != 2 or features.shape[1] != CSD_COLUMNS or intervals.shape != (features.shape[0], 2):
         return f"features {features.shape} and intervals {intervals.shape} are not N x {CSD_COLUMNS} and N x 2"
-    return features, intervals
+    too_large = declared_size_problem(features, MAX_CSD_LABEL_BYTES) or declared_size_problem(intervals,
+                                                                                             MAX_CSD_LABEL_BYTES)
+    if too_large:
+        return too_large
+    return np.asarray(features[()], dtype=float), np.asarray(intervals[()], dtype=float)
 
 
 def _read_csd_video(group: Any, video_id: str, rel: str) -> tuple[list[CsdLabel], list[Problem]]:

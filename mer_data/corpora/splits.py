@@ -225,6 +225,33 @@ def _assign_by_session(utterances: Sequence[Utterance], test_session: int) -> tu
     return assignment, problems, {"sessions": {"test": test_session, "valid": valid_session}}
 
 
+def empty_split_warnings(written: dict[str, int], split_report: dict[str, Any]) -> list[str]:
+    """One sentence per split without samples (`written`: samples per split), saying why where the
+    split report knows it and what to do: `mer train` needs train and valid samples."""
+    warnings = []
+    planned = split_report.get("counts", {})
+    for split in SPLITS:
+        if written.get(split, 0):
+            continue
+        why = (f"all {planned[split]} utterances assigned to it were rejected (errors.jsonl)" if planned.get(split)
+               else _why_nothing_assigned(split, split_report))
+        use = "mer train needs train and valid samples" if split != "test" else "nothing to evaluate on"
+        warnings.append(f"the {split} split is empty: {why}; {use}")
+    return warnings
+
+
+def _why_nothing_assigned(split: str, split_report: dict[str, Any]) -> str:
+    spec = split_report.get("spec", "the split")
+    session = split_report.get("sessions", {}).get(split)
+    if session is None:
+        return f"split {spec} assigned no utterance to it; choose another --split (e.g. random:SEED:0.8,0.1,0.1)"
+    other = split_report["sessions"]["test" if split == "valid" else "valid"]
+    return (f"split {spec} puts session {session} in {split} (leave-one-session-out: test session N, valid "
+            f"session N+1, train the rest) and the release has no utterance of session {session}; convert a "
+            f"release that holds sessions {other} and {session} and at least one other, or use --split "
+            "random:SEED:0.8,0.1,0.1")
+
+
 def stable_unit_interval(seed: int, utt_id: str) -> float:
     """A number in [0, 1) fixed by seed and id: the same on every machine and Python run."""
     digest = hashlib.sha256(f"{seed}:{utt_id}".encode("utf-8")).digest()

@@ -54,6 +54,7 @@ from mer_data.features.table import (
     write_card,
     write_part,
 )
+from mer_data.corpora.mosei import declared_size_problem
 from mer_data.records import Problem
 from mer_data.shards.errorlog import write_errors
 from mer_data.shards.hashing import sha256_file
@@ -69,6 +70,11 @@ REGULAR_SHARE = 0.9
 HOP_TOLERANCE = 0.05
 HOPS_SAMPLED = 100_000
 EXAMPLES_SHOWN = 5
+# What one entry's features (or intervals) and one metadata value may declare, checked before
+# anything is read: an HDF5 file can declare terabytes it does not hold. The SDK's largest
+# (COVAREP, 74 float32 dims at 100 Hz) is about 110 MiB for an hour of recording.
+MAX_ENTRY_BYTES = 4 << 30
+MAX_METADATA_BYTES = 16 << 20
 
 # Known SDK feature sets -> role; searched in the root name, then in the file name.
 KNOWN_ROLES: tuple[tuple[re.Pattern, str], ...] = (
@@ -259,7 +265,7 @@ def open_csd(path: Path, handle) -> CsdSequence:
         entries[key] = steps
     if not entries:
         raise CsdError(f"{path}: the .csd's data group holds no entries")
-    metadata = read_metadata(root)
+    metadata = read_metadata(root, path)
     return CsdSequence(path, roots[0], metadata, entries, dim, data)
 
 
@@ -282,14 +288,18 @@ def _entry_shape(path: Path, key: str, group) -> tuple[int, int]:
                        f" expected [steps, 2] numbers")
     if features.shape[0] != intervals.shape[0]:
         raise CsdError(f"{path}: entry {key!r} has {features.shape[0]} feature rows but {intervals.shape[0]} intervals")
+    too_large = declared_size_problem(features, MAX_ENTRY_BYTES) or declared_size_problem(intervals, MAX_ENTRY_BYTES)
+    if too_large:
+        raise CsdError(f"{path}: entry {key!r}: {too_large}")
     return int(features.shape[0]), int(features.shape[1])
 
 
-def read_metadata(root) -> dict:
+def read_metadata(root, path: Path) -> dict:
     """The sequence's metadata as plain JSON values, from datasets or attributes of `<root>/metadata`.
 
     The SDK writes each value as a JSON string in a one-element string array; older files hold
-    plain strings, bytes, or arrays of strings. Unparseable JSON stays the string it is.
+    plain strings, bytes, or arrays of strings. Unparseable JSON stays the string it is. A
+    metadata dataset declaring more than MAX_METADATA_BYTES is refused (CsdError naming `path`).
     """
     import h5py
 
@@ -298,6 +308,9 @@ def read_metadata(root) -> dict:
     if isinstance(group, h5py.Group):
         for key in group:
             if isinstance(group[key], h5py.Dataset):
+                too_large = declared_size_problem(group[key], MAX_METADATA_BYTES)
+                if too_large:
+                    raise CsdError(f"{path}: metadata {key!r}: {too_large}")
                 metadata[key] = metadata_value(group[key][()])
         for key, value in group.attrs.items():
             metadata.setdefault(key, metadata_value(value))

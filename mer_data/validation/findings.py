@@ -31,6 +31,8 @@ KINDS: dict[str, Kind] = {
     # Annotation files of a raw release
     "missing-file": Kind("error", "a file the layout requires is absent"),
     "unreadable-file": Kind("error", "a file exists but cannot be read"),
+    "empty-annotation-file": Kind("error", "a label file without a single entry (emptied, or only its header): its "
+                                  "dialog is not converted"),
     "unexpected-file": Kind("warning", "a file in an annotation folder that is not named like one (ignored)"),
     "undecodable-line": Kind("error", "a line that is not text in the expected encoding (its utterance is lost)"),
     "non-utf8-text": Kind("warning", "a line decoded as cp1252, not UTF-8 (IEMOCAP's known accented bytes)"),
@@ -75,6 +77,8 @@ KINDS: dict[str, Kind] = {
     "checksum-mismatch": Kind("error", "a file's bytes differ from the size or SHA-256 the card records"),
     "error-log-invalid": Kind("error", "a line of errors.jsonl that is not an error record"),
     "rejected-utterance": Kind("warning", "an utterance the conversion did not write (errors.jsonl)"),
+    "empty-train-split": Kind("error", "no train samples in the folder: nothing to train on"),
+    "empty-split": Kind("warning", "no valid (or no test) samples in the folder: mer train needs a valid split"),
     "split-leakage": Kind("warning", "dialogs, speakers or videos present in more than one split"),
     "av-offset": Kind("warning", "a recording's audio-video offset exceeds the threshold"),
     "av-sync-failed": Kind("warning", "the A/V estimator raised on a sample (it is left out of its recording's offset)"),

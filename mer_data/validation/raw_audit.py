@@ -47,14 +47,17 @@ _READER_KINDS: tuple[tuple[re.Pattern, str], ...] = tuple(
     (re.compile(pattern), kind)
     for pattern, kind in (
         (r"^undecodable bytes|^not UTF-8 text", "undecodable-line"),
+        (rf"^{iemocap.NO_LABEL_BLOCK}:", "empty-annotation-file"),
         (r"^unknown category code", "unknown-code"),
         (r"^duplicate (utterance id|transcript line|clip)", "duplicate-id"),
         (r"^utterance id .*(contains '\.'|starts with '__')", "invalid-id"),
         (r"^file name .* is not a dialog name", "unexpected-file"),
         (r"outside \[|not all finite numbers", "label-out-of-range"),
-        (r"matches no transcript segment|matches only transcript segments|but no transcript file",
+        (rf"matches no transcript segment|matches only transcript segments|but no transcript file"
+         rf"|^{iemocap.NO_TRANSCRIPT} (line|file)",
          "label-without-transcript"),
-        (r"^missing columns|^video .*: (expected 'features'|'features' or|features \()|is not a time interval",
+        (r"^missing columns|^video .*: (expected 'features'|'features' or|features \(|/.* declares shape)"
+         r"|is not a time interval",
          "malformed-labels"),
         (r"^(block head|bad times|end .* <= start|missing fields|utterance id|utterance .* does not belong|V/A/D"
          r"|annotator line|malformed transcript line|line does not start|expected |clip .* is not|times .* are not"

@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import subprocess
 import tarfile
 import tempfile
@@ -264,6 +265,12 @@ def _metadata(data: bytes, key: str, shard: str, findings: list[Finding]) -> dic
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         findings.append(finding("metadata-invalid", f"the json member is not UTF-8 JSON: {error}", file=shard, id=key))
         return None
+    not_finite = list(non_finite_fields(meta))
+    if not_finite:  # Python's json reads NaN, Infinity and 1e999; the schema's number type lets them through
+        said = ", ".join(f"{name} is {value}" for name, value in not_finite[:MAX_SCHEMA_ERRORS])
+        findings.append(finding("metadata-invalid", f"not a finite number: {said}", file=shard, id=key,
+                                fields=[name for name, _ in not_finite]))
+        return None
     problems = schemas.errors("sample", meta)
     if problems:
         shown = "; ".join(problems[:MAX_SCHEMA_ERRORS]) + (" ..." if len(problems) > MAX_SCHEMA_ERRORS else "")
@@ -275,6 +282,18 @@ def _metadata(data: bytes, key: str, shard: str, findings: list[Finding]) -> dic
                                 file=shard, id=key, metadata_id=meta["id"]))
         return None
     return meta
+
+
+def non_finite_fields(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted field, "NaN" / "inf" / "-inf") of every non-finite number inside a JSON value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path or "<root>", "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from non_finite_fields(item, f"{path}.{name}" if path else str(name))
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from non_finite_fields(item, f"{path}[{number}]")
 
 
 def _fill_from_metadata(facts: SampleFacts, meta: dict) -> None:

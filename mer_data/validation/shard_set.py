@@ -99,6 +99,8 @@ def finish_shard_audit(plan: ShardSetPlan, audits: list[ShardAudit], options: Va
     findings += duplicate_keys(audits)
     findings += index_findings(plan.root, samples, unaudited)
     findings += leakage_findings(leakage, plan.card)
+    if not unaudited:  # a crashed shard's samples are unknown: its split may not be empty
+        findings += empty_split_findings(samples, plan.card)
     if plan.card is not None:
         findings += card_findings(plan.card, plan.root, audits, samples, entries)
     stats = {
@@ -309,7 +311,7 @@ def read_error_log(root: Path) -> tuple[list[Problem] | None, list[Finding]]:
         if not text.strip():
             continue
         try:
-            entry = Problem(**json.loads(text))
+            entry = error_record(json.loads(text))
         except (json.JSONDecodeError, TypeError) as error:
             findings.append(finding("error-log-invalid", f"not an error record (file, line, reason, utterance, "
                                     f"stage): {error}", file=ERRORS_NAME, line=number))
@@ -319,6 +321,24 @@ def read_error_log(root: Path) -> tuple[list[Problem] | None, list[Finding]]:
                                 file=entry.file, line=entry.line, id=entry.utterance, stage=entry.stage,
                                 log=f"{ERRORS_NAME}:{number}"))
     return entries, findings
+
+
+# The types of an error record's fields: what the findings and the card's counts compute with.
+_RECORD_TYPES = {"file": (str,), "line": (int, type(None)), "reason": (str,), "utterance": (str, type(None)),
+                 "stage": (str,)}
+_TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
+
+
+def error_record(value: Any) -> Problem:
+    """An errors.jsonl line as a Problem; TypeError naming the field whose value is of the wrong type."""
+    if not isinstance(value, dict):
+        raise TypeError(f"a JSON {type(value).__name__}, not an object")
+    entry = Problem(**value)  # TypeError for a missing or unknown field
+    for name, types in _RECORD_TYPES.items():
+        field_value = getattr(entry, name)
+        if not isinstance(field_value, types) or isinstance(field_value, bool):
+            raise TypeError(f"{name} is {json.dumps(field_value)}, not {' or '.join(_TYPE_NAMES[t] for t in types)}")
+    return entry
 
 
 def _error_log_stats(entries: list[Problem]) -> dict[str, Any]:
@@ -363,6 +383,22 @@ def leakage_findings(leakage: dict[str, dict[str, Any]], card: dict | None) -> l
     if preset:
         message += f" (split {preset}" + (f": {note})" if note else ")")
     return [finding("split-leakage", message, split=preset, **{name: facts["count"] for name, facts in leakage.items()})]
+
+
+def empty_split_findings(samples: list[SampleFacts], card: dict | None) -> list[Finding]:
+    """A finding per split without samples, quoting the conversion's own warning (its reason and
+    what to do) where the card has one; an empty train split is an error."""
+    present = Counter(_split_of(sample) for sample in samples)
+    said = {warning.split()[1]: warning for warning in (card or {}).get("warnings", [])
+            if warning.startswith("the ") and " split is empty" in warning}
+    findings = []
+    for split in SPLITS:
+        if present.get(split):
+            continue
+        message = said.get(split, f"the {split} split is empty: no {split}-*.tar sample in the folder")
+        kind = "empty-train-split" if split == "train" else "empty-split"
+        findings.append(finding(kind, message, split=split))
+    return findings
 
 
 def av_sync_stats(audits: list[ShardAudit], samples: list[SampleFacts],

@@ -86,6 +86,7 @@ def _stats_lines(stats: dict[str, Any], target_kind: str) -> str:
 def _durations(durations: dict[str, list[float]]) -> str:
     parts = []
     for name, values in durations.items():
+        values = [value for value in values if value is not None]  # a non-finite number is null in the JSON report
         if values:
             parts.append(f"{name} n={len(values)} min {min(values):.2f} median {statistics.median(values):.2f} "
                          f"max {max(values):.2f}")
