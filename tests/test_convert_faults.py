@@ -118,31 +118,56 @@ def test_a_flac_that_cannot_be_written_is_a_fault(small_corpus, tmp_path, monkey
     assert outcome.fault and "disk" in outcome.fault and outcome.problems == []
 
 
-def test_a_killed_worker_fails_the_run_and_a_rerun_converts_everything(small_corpus, small_shards, tmp_path,
-                                                                       monkeypatch):
+def run_tasks_in_this_process(patch, failure=None):
+    """Replace the cluster by plain calls in this process; `failure(number, name)` may return a
+    TaskFailure reason for a task, as distributed reports a task whose worker died."""
     import contextlib
 
     import pipelines.convert as convert_module
     from pipelines.cluster import TaskFailure
 
+    def map_tasks(client, fn, items, *, names, progress):
+        reasons = [failure(number, name) if failure else None for number, name in enumerate(names)]
+        return [TaskFailure(item, reason) if reason else fn(item) for item, reason in zip(items, reasons)]
+
+    patch.setattr(convert_module, "dask_client", lambda *args: contextlib.nullcontext())
+    patch.setattr(convert_module, "map_tasks", map_tasks)
+
+
+def test_a_killed_worker_fails_the_run_and_a_rerun_converts_everything(small_corpus, small_shards, tmp_path,
+                                                                       monkeypatch):
     root, _ = small_corpus
     reference, _ = small_shards
     out = tmp_path / "out"
-
-    def second_task_killed(client, fn, items, *, names, progress):
-        # Where distributed reports a worker that died (3 times) while running the task.
-        return [fn(item) if number == 0 else TaskFailure(item, f"KilledWorker: ('{name}', <WorkerState>)")
-                for number, (item, name) in enumerate(zip(items, names))]
-
     with monkeypatch.context() as patch:
-        patch.setattr(convert_module, "dask_client", lambda *args: contextlib.nullcontext())
-        patch.setattr(convert_module, "map_tasks", second_task_killed)
+        run_tasks_in_this_process(patch, lambda number, name: number and f"KilledWorker: ('{name}', <WorkerState>)")
         with pytest.raises(EnvironmentFault, match=r"1 of 2 recordings .*KilledWorker.*rerun"):
             convert(root, out, shard_max_count=4)
     assert_nothing_final(out)
     report = convert(root, out, shard_max_count=4)
     assert report.resumed_recordings == 1 and not report.already_complete
     assert sha256_of_outputs(out) == sha256_of_outputs(reference)
+
+
+def test_free_space_is_checked_before_packing(small_corpus, tmp_path, monkeypatch):
+    import pipelines.convert as convert_module
+
+    root, _ = small_corpus
+    out = tmp_path / "out"
+    checks = []
+
+    def free_bytes(folder):
+        checks.append(folder)
+        return 10**12 if len(checks) == 1 else 1_000_000  # room to stage, not to pack
+
+    with monkeypatch.context() as patch:
+        run_tasks_in_this_process(patch)
+        patch.setattr(convert_module, "free_bytes", free_bytes)
+        with pytest.raises(EnvironmentFault, match=r"packing the shards: needs about [\d,]+ bytes, 1,000,000 avail"):
+            convert(root, out)
+    assert len(checks) == 2
+    assert_nothing_final(out)
+    assert len(list((out / ".staging").glob("*/_outcome.json"))) == 2, "the staged work is kept for the rerun"
 
 
 def test_full_disk_while_packing_is_one_error_line_and_a_rerun_cleans_up(small_corpus, small_shards, tmp_path,
