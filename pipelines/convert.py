@@ -25,7 +25,8 @@ from functools import partial
 from pathlib import Path
 
 import mer_data
-from mer_data.faults import FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, TOOL_MISSING, EnvironmentFault, advice, environment_cause
+from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOOL_MISSING, EnvironmentFault, advice,
+                             environment_cause)
 from mer_data.folder_lock import folder_lock
 from mer_data.records import Problem, StagedSample, Utterance
 from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
@@ -44,6 +45,7 @@ SHARD_PATTERNS = ("train-*.tar", "valid-*.tar", "test-*.tar")
 # Beyond the estimates below: room for index.parquet, the logs and the file system's own blocks.
 SPACE_MARGIN = 64 * 1024**2
 # A URL scheme (`s3://`, and `s3:/` as a Path writes it); one letter is a Windows drive.
+WORKER_FAILED = "the task's worker failed"
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 
@@ -152,9 +154,9 @@ def reject_unusable_keys(utterances: list[Utterance]) -> tuple[list[Utterance], 
             usable.append(utt)
             continue
         source = "transcript" if utt.sources.get("transcript") else "labels"
+        reason = f"utterance id {utt.id!r} cannot be a sample key: {why}"
         problems.append(Problem(file=utt.sources.get(source) or utt.sources.get("video", ""),
-                                line=utt.lines.get(source), reason=f"utterance id {utt.id!r} cannot be a sample key: {why}",
-                                utterance=utt.id, stage="read"))
+                                line=utt.lines.get(source), reason=reason, utterance=utt.id, stage="read"))
     return usable, problems
 
 
@@ -267,7 +269,7 @@ def _run_media(jobs: list[RecordingJob], staging: Path, options: ConvertOptions,
         if isinstance(result, TaskFailure):
             # run_recording never raises: a task that did not return lost its worker (KilledWorker,
             # out of memory, a lost connection), which says nothing about the recording.
-            faults[result.item.recording] = f"the task's worker failed ({result.reason})"
+            faults[result.item.recording] = f"{WORKER_FAILED} ({result.reason})"
         elif result.fault:
             faults[result.recording] = result.fault
     if faults:
@@ -279,8 +281,8 @@ def _media_fault_message(faults: dict[str, str], total: int) -> str:
     first = sorted(faults)[0]
     cause = faults[first]
     what_to_do = advice(cause)
-    if cause.startswith("the task's worker failed"):
-        what_to_do += " (with fewer --workers if the workers ran out of memory)"
+    if cause.startswith(WORKER_FAILED):
+        what_to_do = f"{RERUN.removeprefix('then ')} (with fewer --workers if the workers ran out of memory)"
     return (f"{len(faults)} of {total} recordings were not converted because of the machine, not the data "
             f"({first}: {cause}); nothing was recorded as rejected; {what_to_do}")
 

@@ -65,7 +65,8 @@ class AudioSource:
         except RuntimeError as error:
             # The samples are in memory and valid: failing to write them is the output disk's fault
             # (libsndfile reports a full disk as "problem with initialization of the flac decoder").
-            raise EnvironmentFault(f"cannot write {out_path.name} (libsndfile: {error}): the disk is probably full") from error
+            raise EnvironmentFault(f"cannot write {out_path.name} (libsndfile: {error}): "
+                                   "the disk is probably full") from error
         return {
             "sample_rate": SAMPLE_RATE,
             "samples": last - first,
