@@ -134,7 +134,8 @@ def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
         click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.argument("out", type=click.Path(file_okay=False, path_type=Path)),
+        # A str, not a Path: Path("s3://b/x") would already be the local folder "s3:/b/x".
+        click.argument("out", type=click.Path(file_okay=False)),
         click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
@@ -167,7 +168,9 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
 
     Writes {split}-NNNNNN.tar, index.parquet, errors.jsonl, excluded.jsonl and dataset.json.
     Exit status: 0 when every chosen utterance was written, 3 when some were rejected (each is in
-    errors.jsonl with file, line and reason), 1 on a fatal error.
+    errors.jsonl with file, line and reason), 1 on a fatal error: a fault of the machine (full
+    disk, ffmpeg missing, a killed worker) writes no dataset.json and records nothing as rejected,
+    so the same command, run again, retries it. A second conversion into a busy OUT refuses.
 
     \b
     Examples:
@@ -216,26 +219,29 @@ def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms
 
 def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet):
     """Plan (clear errors for unusable input), run, and exit 3 when anything was rejected."""
-    from pipelines.convert import OutputConflict
+    from pipelines.convert import local_output
 
     try:
+        local_output(out)  # an unsupported URL is refused before the corpus is read
         plan = make_plan()
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
-    try:
-        report = _run(plan, out, options, workers, scheduler, overwrite, quiet)
-    except OutputConflict as exc:
-        raise click.ClickException(str(exc))
+    report = _run(plan, out, options, workers, scheduler, overwrite, quiet)
     sys.exit(EXIT_REJECTED if report.rejected else 0)
 
 
 def _run(plan, out, options, workers, scheduler, overwrite, quiet):
-    from pipelines.convert import run_conversion
+    from mer_data.faults import EnvironmentFault
+    from mer_data.folder_lock import FolderLocked
+    from pipelines.convert import OutputConflict, UnsupportedOutput, run_conversion
 
     click.echo(f"{plan.corpus}: {plan.utterance_count} utterances in {len(plan.jobs)} recordings to convert; "
                f"{len(plan.excluded)} excluded by class, {len(plan.problems)} rejected while reading", err=True)
-    report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
-                            overwrite=overwrite, progress=not quiet)
+    try:
+        report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
+                                overwrite=overwrite, progress=not quiet)
+    except (OutputConflict, UnsupportedOutput, FolderLocked, EnvironmentFault) as exc:
+        raise click.ClickException(str(exc))  # an EnvironmentFault: no card written, a rerun retries
     _print_summary(report)
     return report
 

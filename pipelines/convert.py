@@ -7,10 +7,17 @@ Output folder layout (the contract of DESIGN.md §3): `{split}-{NNNNNN}.tar`, `i
 `errors.jsonl` (every utterance not written, with its reason), `excluded.jsonl` (utterances left
 out on purpose, e.g. by the class filter), and `dataset.json`, written last: its presence means
 the conversion finished. Work in progress lives in `.staging/` and is removed at the end.
+
+Faults of the machine (a full disk, a missing ffmpeg, a killed worker) are not data errors: they
+stop the run with an EnvironmentFault before dataset.json is written and record nothing as final,
+so the same command run again retries them (mer_data/faults.py). `OUT/.lock` keeps a second
+conversion out of OUT while one runs.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,21 +26,36 @@ from pathlib import Path
 
 import mer_data
 from mer_data.corpora.splits import empty_split_warnings
+from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOOL_MISSING, EnvironmentFault, advice,
+                             environment_cause)
+from mer_data.folder_lock import folder_lock
 from mer_data.records import Problem, StagedSample, Utterance
-from mer_data.shards import (atomic_write_text, index_rows, pack_shards, sha256_file, write_dataset_card,
-                             write_errors, write_index)
+from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
+                             write_dataset_card, write_errors, write_index)
+from mer_data.shards.atomic import TEMP_PREFIX
+from mer_data.shards.tarwriter import archive_bytes, sample_bytes
 
 from .cluster import TaskFailure, dask_client, map_tasks
 from .options import ConvertOptions
-from .recording_task import RecordingJob, RecordingOutcome, failed_outcome, run_recording
+from .recording_task import RecordingJob, RecordingOutcome, run_recording
 
 STAGING = ".staging"
 CARD = "dataset.json"
 OUTPUT_FILES = ("index.parquet", "errors.jsonl", "excluded.jsonl", CARD)
+SHARD_PATTERNS = ("train-*.tar", "valid-*.tar", "test-*.tar")
+# Beyond the estimates below: room for index.parquet, the logs and the file system's own blocks.
+SPACE_MARGIN = 64 * 1024**2
+# A URL scheme (`s3://`, and `s3:/` as a Path writes it); one letter is a Windows drive.
+WORKER_FAILED = "the task's worker failed"
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 
 class OutputConflict(Exception):
     """OUT holds a finished conversion made with other options (use overwrite)."""
+
+
+class UnsupportedOutput(ValueError):
+    """OUT is a URL: only local folders (or file:// URLs of them) are written."""
 
 
 @dataclass
@@ -106,6 +128,7 @@ def group_into_jobs(corpus: str, root: Path, utterances: list[Utterance], exclud
     """Assign splits, reject the unplaceable, and make one job per recording (sorted by name)."""
     from mer_data.corpora.splits import assign_splits
 
+    utterances, key_problems = reject_unusable_keys(utterances)
     splits, split_problems, split_report = assign_splits(utterances, options.split, corpus=corpus)
     by_recording: dict[str, list[Utterance]] = {}
     for utt in utterances:
@@ -118,37 +141,151 @@ def group_into_jobs(corpus: str, root: Path, utterances: list[Utterance], exclud
         jobs.append(RecordingJob(name, str(root), first.sources["video"], first.sources["audio"], tuple(utts),
                                  tuple((u.id, splits[u.id]) for u in utts),
                                  audio_fallback_to_video=corpus == "mosei"))
-    return ConversionPlan(corpus, root, jobs, list(problems) + list(split_problems), excluded,
+    return ConversionPlan(corpus, root, jobs, list(problems) + key_problems + list(split_problems), excluded,
                           split_report, stats)
 
 
-def run_conversion(plan: ConversionPlan, out: Path, options: ConvertOptions, *, workers: int | None = None,
+def reject_unusable_keys(utterances: list[Utterance]) -> tuple[list[Utterance], list[Problem]]:
+    """The utterances whose id can be a sample key, and a Problem for each other one: caught here,
+    before any media work, rather than by the packer, which refuses the whole set for one bad key."""
+    usable, problems = [], []
+    for utt in utterances:
+        why = key_problem(utt.id)
+        if why is None:
+            usable.append(utt)
+            continue
+        source = "transcript" if utt.sources.get("transcript") else "labels"
+        reason = f"utterance id {utt.id!r} cannot be a sample key: {why}"
+        problems.append(Problem(file=utt.sources.get(source) or utt.sources.get("video", ""),
+                                line=utt.lines.get(source), reason=reason, utterance=utt.id, stage="read"))
+    return usable, problems
+
+
+def run_conversion(plan: ConversionPlan, out: Path | str, options: ConvertOptions, *, workers: int | None = None,
                    scheduler: str | None = None, overwrite: bool = False, progress: bool = True) -> ConversionReport:
-    """Media on Dask, then shards, index, error log and the dataset card (last)."""
-    out = Path(out).resolve()
-    finished = _prepare_output(out, options, overwrite)
-    if finished is not None:
-        return finished
-    staging = out / STAGING
-    staging.mkdir(parents=True, exist_ok=True)
-    _remove_half_staged(staging)
-    resumed = sum((staging / job.recording / "_outcome.json").is_file() for job in plan.jobs)
-    outcomes = _run_media(plan.jobs, staging, options, workers, scheduler, progress)
-    report = _pack(plan, outcomes, out, options)
-    report.resumed_recordings = resumed
-    shutil.rmtree(staging, ignore_errors=True)
+    """Media on Dask, then shards, index, error log and the dataset card (last).
+
+    Raises EnvironmentFault (nothing final written, a rerun retries), FolderLocked (another
+    conversion writes OUT), OutputConflict, UnsupportedOutput."""
+    out = local_output(out).resolve()
+    with folder_lock(out):
+        finished = _prepare_output(out, options, overwrite)
+        if finished is not None:
+            return finished
+        _remove_stray_temp_files(out)
+        staging = out / STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        _remove_half_staged(staging)
+        to_cut = [job for job in plan.jobs if not (staging / job.recording / "_outcome.json").is_file()]
+        if to_cut and not scheduler:
+            require_media_tools()
+        require_free_space(out, staging_bytes_needed(plan.root, to_cut), "staging the media")
+        outcomes = _run_media(plan.jobs, staging, options, workers, scheduler, progress)
+        require_free_space(out, packing_bytes_needed(outcomes), "packing the shards")
+        try:
+            report = _pack(plan, outcomes, out, options)
+        except OSError as error:
+            cause = environment_cause(error)
+            if cause is None:
+                raise
+            raise EnvironmentFault(f"packing the shards failed: {cause}; {advice(cause)}") from error
+        report.resumed_recordings = len(plan.jobs) - len(to_cut)
+        shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def local_output(out: Path | str) -> Path:
+    """OUT as a local folder: a plain path or a file:// URL. Any other URL (s3://, gs://, ...) is
+    refused: object storage is not supported, and a path such as `./s3:/bucket/x` is not what was meant."""
+    text = os.fspath(out)
+    scheme = URL_SCHEME.match(text)
+    if scheme is None:
+        return Path(text)
+    if scheme.group(1).lower() == "file":
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise UnsupportedOutput(f"{text}: file:// URLs of other hosts are not supported; give a local folder")
+        return Path(unquote(parts.path))
+    raise UnsupportedOutput(f"{text}: {scheme.group(1)}:// output is not supported (object storage is not "
+                            "implemented); give a local folder and copy the finished shards")
+
+
+def require_media_tools() -> None:
+    """Refuse at once, before any task runs, when ffmpeg or ffprobe is missing on this machine
+    (the local cluster's workers run them); remote workers are checked by their own tasks."""
+    missing = [tool for tool in MEDIA_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise EnvironmentFault(f"{' and '.join(missing)} {TOOL_MISSING} (not found on PATH): {INSTALL_FFMPEG}")
+
+
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def require_free_space(out: Path, needed: int, step: str) -> None:
+    """Refuse to start `step` unless OUT's disk has `needed` bytes plus SPACE_MARGIN free."""
+    needed += SPACE_MARGIN
+    available = free_bytes(out)
+    if available < needed:
+        raise EnvironmentFault(f"not enough free space in {out} for {step}: needs about {needed:,} bytes, "
+                               f"{available:,} available; {FREE_SPACE}")
+
+
+def staging_bytes_needed(root: Path, jobs: list[RecordingJob]) -> int:
+    """An upper estimate of what staging `jobs` writes to OUT: the size of their source files.
+
+    A recording's clips are its utterances' share of it, cropped to a speaker (or downscaled),
+    re-encoded at the source frame rate, with 16 kHz mono FLAC for audio: on the synthetic
+    releases the shards take 16% (IEMOCAP) and 25% (MOSEI) of the sources' bytes. A source of
+    unusually low bit rate could re-encode larger; a disk that fills up anyway is an environment
+    fault like any other (nothing final, the rerun resumes), so the check only spares a long run
+    that could not have finished."""
+    files = {Path(root) / rel for job in jobs for rel in (job.video, job.audio)}
+    return sum(path.stat().st_size for path in files if path.is_file())
+
+
+def packing_bytes_needed(outcomes: list[RecordingOutcome]) -> int:
+    """What packing writes: every staged sample as tar members (exact), plus each shard's end
+    blocks and padding, counted as if every sample had a shard of its own (staging is removed only
+    after packing, so both are on disk at once)."""
+    samples = [sample for outcome in outcomes for sample in outcome.samples]
+    content = sum(sample_bytes(sample.key, {ext: Path(path).stat().st_size for ext, path in sample.members.items()})
+                  for sample in samples)
+    return content + len(samples) * archive_bytes(0)
 
 
 def _run_media(jobs: list[RecordingJob], staging: Path, options: ConvertOptions, workers: int | None,
                scheduler: str | None, progress: bool) -> list[RecordingOutcome]:
+    """Every job's outcome; raises EnvironmentFault, once every task has ended, when any of them
+    failed because of the machine (their recordings are not staged, the others are kept)."""
     if not jobs:
         return []
     task = partial(run_recording, staging=str(staging), options=options)
     with dask_client(workers, scheduler) as client:
         results = map_tasks(client, task, jobs, names=[job.recording for job in jobs], progress=progress)
-    return [failed_outcome(r.item, f"task failed on the cluster: {r.reason}") if isinstance(r, TaskFailure) else r
-            for r in results]
+    faults = {}
+    for result in results:
+        if isinstance(result, TaskFailure):
+            # run_recording never raises: a task that did not return lost its worker (KilledWorker,
+            # out of memory, a lost connection), which says nothing about the recording.
+            faults[result.item.recording] = f"{WORKER_FAILED} ({result.reason})"
+        elif result.fault:
+            faults[result.recording] = result.fault
+    if faults:
+        raise EnvironmentFault(_media_fault_message(faults, len(jobs)))
+    return results
+
+
+def _media_fault_message(faults: dict[str, str], total: int) -> str:
+    first = sorted(faults)[0]
+    cause = faults[first]
+    what_to_do = advice(cause)
+    if cause.startswith(WORKER_FAILED):
+        what_to_do = f"{RERUN.removeprefix('then ')} (with fewer --workers if the workers ran out of memory)"
+    return (f"{len(faults)} of {total} recordings were not converted because of the machine, not the data "
+            f"({first}: {cause}); nothing was recorded as rejected; {what_to_do}")
 
 
 def _pack(plan: ConversionPlan, outcomes: list[RecordingOutcome], out: Path, options: ConvertOptions) -> ConversionReport:
@@ -245,7 +382,17 @@ def _remove_half_staged(staging: Path) -> None:
 
 
 def _remove_shards(out: Path) -> None:
-    for pattern in ("train-*.tar", "valid-*.tar", "test-*.tar", ".tmp-*"):
+    for pattern in SHARD_PATTERNS:
         for path in out.glob(pattern):
+            if path.is_file():
+                path.unlink()
+    _remove_stray_temp_files(out)
+
+
+def _remove_stray_temp_files(out: Path) -> None:
+    """Temporary files of our outputs left by a run killed while writing them (atomic_path's
+    `.tmp-<name>.<random>`); under the lock of OUT no other run can be writing them."""
+    for name in (*SHARD_PATTERNS, *OUTPUT_FILES):
+        for path in out.glob(f"{TEMP_PREFIX}{name}.*"):
             if path.is_file():
                 path.unlink()

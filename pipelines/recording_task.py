@@ -4,6 +4,9 @@ A recording's samples are staged in `STAGING/<recording>/`, built under a tempor
 renamed when complete, with `_outcome.json` (what was produced and what was rejected) written
 last inside it: a rerun finds the completed recordings and reuses them (resume), and a killed
 task leaves only a temporary folder that the rerun removes.
+
+A recording that failed because of the machine (a full disk, a missing ffmpeg) is not staged: its
+outcome carries the `fault` and no problem, so nothing about its utterances becomes final.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import cv2
 
 import schemas
+from mer_data.faults import EnvironmentFault, environment_cause, environment_cause_in_text
 from mer_data.media.black import black_facts
 from mer_data.media.cut import cut_recording
 from mer_data.records import CutRequest, CutResult, Problem, StagedSample, Utterance
@@ -45,6 +49,7 @@ class RecordingOutcome:
     recording: str
     samples: list[StagedSample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    fault: str | None = None  # an environment fault: nothing staged, the recording is redone by a rerun
 
 
 def run_recording(job: RecordingJob, staging: str, options: ConvertOptions) -> RecordingOutcome:
@@ -57,6 +62,10 @@ def run_recording(job: RecordingJob, staging: str, options: ConvertOptions) -> R
     try:
         return _cut_and_stage(job, Path(staging), options)
     except Exception as exc:  # one recording's crash must not kill a conversion of thousands
+        fault = environment_cause(exc)
+        if fault:
+            shutil.rmtree(Path(staging) / f".tmp-{job.recording}", ignore_errors=True)  # give the space back
+            return RecordingOutcome(job.recording, fault=fault)
         reason = f"task failed: {type(exc).__name__}: {exc}"
         detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
         return failed_outcome(job, f"{reason} ({detail})" if detail not in reason else reason)
@@ -90,6 +99,7 @@ def _cut_and_stage(job: RecordingJob, staging: Path, options: ConvertOptions) ->
     cuts, problems = cut_recording(root / job.video, audio_path, requests, work,
                                    frame_interval_ms=options.frame_interval_ms, max_height=options.max_height,
                                    rel_video=job.video, rel_audio=audio_rel)
+    _raise_environment_fault(problems)
     by_id = {u.id: replace(u, sources=dict(u.sources, audio=audio_rel)) for u in job.utterances}
     splits = dict(job.splits)
     samples = []
@@ -104,6 +114,15 @@ def _cut_and_stage(job: RecordingJob, staging: Path, options: ConvertOptions) ->
     shutil.rmtree(done, ignore_errors=True)
     work.rename(done)
     return load_outcome(done, options.fingerprint())
+
+
+def _raise_environment_fault(problems: list[Problem]) -> None:
+    """ffmpeg reports a full disk as its own failure ("video encoder failed: ... No space left on
+    device"): such a rejection is the machine's, not the utterance's, and must not be staged as final."""
+    for problem in problems:
+        fault = environment_cause_in_text(problem.reason)
+        if fault:
+            raise EnvironmentFault(f"{fault} (while cutting {problem.file})")
 
 
 def _stage_sample(utt: Utterance, split: str, cut: CutResult, work: Path) -> tuple[StagedSample | None, Problem | None]:

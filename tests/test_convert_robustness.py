@@ -18,8 +18,8 @@ from tests.test_convert_iemocap import chosen_truth, read_errors, read_samples, 
 MER = [sys.executable, "-m", "mer_data.cli"]
 
 
-def mer(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*MER, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def mer(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MER, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_killed_run_resumes_to_the_same_bytes(small_corpus, small_shards, tmp_path):

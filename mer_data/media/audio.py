@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ..faults import EnvironmentFault
 from .commands import audio_to_wav_command
 from .probe import MediaError, MediaNotFoundError, last_meaningful_line, probe_media
 
@@ -59,7 +60,13 @@ class AudioSource:
             raise MediaError(f"cannot read audio samples [{first}, {last}): {error}") from error
         if len(block) != last - first:
             raise MediaError(f"audio ends early: read {len(block)} of {last - first} samples from sample {first}")
-        sf.write(out_path, _one_channel(block, channel), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        try:
+            sf.write(out_path, _one_channel(block, channel), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        except RuntimeError as error:
+            # The samples are in memory and valid: failing to write them is the output disk's fault
+            # (libsndfile reports a full disk as "problem with initialization of the flac decoder").
+            raise EnvironmentFault(f"cannot write {out_path.name} (libsndfile: {error}): "
+                                   "the disk is probably full") from error
         return {
             "sample_rate": SAMPLE_RATE,
             "samples": last - first,
