@@ -27,9 +27,74 @@ EXIT_REJECTED = 3
 TERMINAL_PROBLEMS = 40
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Every failure of a subcommand ends as one `Error: ...` line on stderr and exit status 1.
+
+    Click's own errors already do; this turns the rest (the project's errors, OSError, anything
+    unexpected) into the same, so a user never sees a traceback. `mer --debug` or MER_DEBUG=1 lets
+    the exception through with its traceback (for developers and bug reports).
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug") or _is_broken_pipe(exc):
+                raise     # click ends a broken pipe quietly itself
+            raise click.ClickException(error_line(exc)) from exc
+
+
+def _is_broken_pipe(exc: Exception) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+# What to do about an OSError, by errno name (the message says what happened).
+OS_ERROR_ADVICE = {
+    "ENOSPC": "free some space and run the same command again (finished work is kept)",
+    "EDQUOT": "free some space and run the same command again (finished work is kept)",
+    "EACCES": "check the permissions of that path",
+    "EPERM": "check the permissions of that path",
+    "EROFS": "choose a writable location",
+    "ENOENT": "check the path",
+    "ENOTDIR": "a file is in the way where a folder is expected: check the path",
+    "EISDIR": "a folder is in the way where a file is expected: check the path",
+    "EEXIST": "choose another path or remove the existing one",
+    "ECONNREFUSED": "check that the service is running and the address",
+}
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong and, where known, what to do."""
+    import errno
+    import tarfile
+
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        advice = OS_ERROR_ADVICE.get(errno.errorcode.get(exc.errno or 0, ""))
+        text = f"{where}{exc.strerror}" + (f"; {advice}" if advice else "")
+    elif isinstance(exc, tarfile.TarError):
+        text = f"cannot read a tar shard ({exc}); check the shard folder with `mer validate`"
+    elif isinstance(exc, (ValueError, OSError)) or type(exc).__module__.split(".")[0] in PROJECT_PACKAGES:
+        text = str(exc) or type(exc).__name__
+    else:
+        text = (f"unexpected {type(exc).__name__}: {exc} (this is a bug: rerun with MER_DEBUG=1 for the "
+                f"traceback and report it)")
+    return " ".join(text.split())   # one line, whatever the message held
+
+
+PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
+
+
+@click.group(cls=_OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(mer_data.__version__, prog_name="mer")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="MER_DEBUG",
+              help="Show the full traceback of an error instead of one line (also: MER_DEBUG=1).")
+def main(debug: bool) -> None:
     """mer-data: raw emotion-recognition corpora to streaming WebDataset shards.
 
     \b
@@ -357,7 +422,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
         train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=not quiet,
               log=lambda m: click.echo(m, err=True))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(error_line(exc))
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet)
 
