@@ -195,6 +195,42 @@ def convert() -> None:
     """Convert a raw corpus release to utterance-level WebDataset shards."""
 
 
+SCHEDULER_HELP = ("Address of an existing Dask scheduler (tcp://host:8786, or tls://host:8786 with the --tls-* "
+                  "options or dask's distributed.comm.tls config; see docs/dask-cluster.md).")
+
+
+def _use_dask_tls(key: str):
+    """An option callback that sets dask's config `key` (what Client(--scheduler) reads) to the given path."""
+    def callback(ctx, param, value):
+        if value:
+            import dask
+
+            dask.config.set({key: value})   # for this process, like dask's own config files
+        return value
+    return callback
+
+
+def _scheduler_tls_options(command):
+    """--tls-ca-file, --tls-cert, --tls-key: the client side of a TLS-secured --scheduler (names as in `dask worker`)."""
+    tls = [
+        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.ca-file"),
+                     help="With --scheduler tls://...: the CA certificate of the cluster (PEM) "
+                          "[default: dask's distributed.comm.tls.ca-file]."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.client.cert"),
+                     help="With --scheduler tls://...: this client's certificate (PEM) "
+                          "[default: dask's distributed.comm.tls.client.cert]."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.client.key"),
+                     help="With --scheduler tls://...: this client's private key (PEM) "
+                          "[default: dask's distributed.comm.tls.client.key]."),
+    ]
+    for decorate in reversed(tls):
+        command = decorate(command)
+    return command
+
+
 def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
@@ -204,7 +240,8 @@ def _shared_convert_options(command):
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
                      help="Worker processes of the local Dask cluster [default: CPU count]."),
-        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."),
+        click.option("--scheduler", default=None, help=SCHEDULER_HELP),
+        _scheduler_tls_options,
         click.option("--shard-max-bytes", default="256MiB", show_default=True,
                      help="Size cap of a shard (e.g. 64MB, 1GiB)."),
         click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1),
@@ -528,7 +565,8 @@ def features() -> None:
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local Dask workers [default: CPU count].")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler", default=None, help=SCHEDULER_HELP)
+@_scheduler_tls_options
 @click.option("--overwrite", is_flag=True,
               help="Start over, replacing FEATS's feature tables (needed when the options or the shards changed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -629,7 +667,8 @@ def compare_command(runs, split, out):
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit status 1).")
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="Worker processes of the local Dask cluster [default: CPU count].")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler", default=None, help=SCHEDULER_HELP)
+@_scheduler_tls_options
 @click.option("--av-threshold-ms", default=100.0, show_default=True, type=click.FloatRange(min=0),
               help="Flag recordings whose audio-video offset exceeds this.")
 @click.option("--no-av-sync", is_flag=True, help="Skip the audio-video offset estimation (shards).")
