@@ -367,6 +367,19 @@ def _print_summary(report) -> None:
     click.echo(f"{state}: {counts['total']} samples ({splits}) in {len(report.card['shards'])} shards at {report.out}")
     if report.rejected:
         click.secho(f"{report.rejected} utterances rejected: see {report.out / 'errors.jsonl'}", fg="red", err=True)
+    _warn_empty_splits(counts["per_split"])
+
+
+TRAINING_SPLITS = ("train", "valid", "test")
+
+
+def _warn_empty_splits(per_split: dict) -> None:
+    """`mer train` needs train and valid samples (and evaluates on test): say so now, not at training."""
+    empty = [split for split in TRAINING_SPLITS if not per_split.get(split)]
+    if empty:
+        click.secho(f"warning: no samples in {' and '.join(empty)}: `mer train` needs train and valid (and evaluates "
+                    "on test); choose a --split that fills all three (dataset.json shows which sessions or videos "
+                    "went where; session:N puts session N in test and the next one in valid)", fg="yellow", err=True)
 
 
 def _classes(value: str) -> tuple[str, ...]:

@@ -100,3 +100,27 @@ def test_validate_json_dash_writes_the_report_to_stdout(small_corpus, tmp_path, 
     assert not (tmp_path / "-").exists()
     both = CliRunner().invoke(main, ["validate", str(root), "--json", "-", "--html", "-"])
     assert both.exit_code == 2 and "only one of --json and --html" in both.output
+
+
+def test_convert_warns_when_a_split_is_empty():
+    # The README tour once split two sessions with session:2: valid (session 3) was empty, and only
+    # `mer train` said so, after the conversion.
+    from types import SimpleNamespace
+
+    from mer_data import cli
+
+    def summary(per_split):
+        report = SimpleNamespace(problems=[], rejected=0, already_complete=False, resumed_recordings=0,
+                                 out=Path("shards"), card={"counts": {"total": sum(per_split.values()),
+                                                                      "per_split": per_split}, "shards": []})
+        return CliRunner().invoke(click_command(cli._print_summary, report))
+
+    empty_valid = summary({"train": 16, "test": 16})
+    assert "warning: no samples in valid" in empty_valid.stderr
+    assert "warning" not in summary({"train": 16, "valid": 8, "test": 8}).stderr
+
+
+def click_command(function, *args):
+    import click
+
+    return click.command()(lambda: function(*args))
