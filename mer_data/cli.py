@@ -609,16 +609,13 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, w
       mer features shards/ feats-mfcc/ --audio mfcc --visual none --text none --workers 2
       mer features shards/ feats/ --text-encoder bert-base-uncased --scheduler tcp://10.0.0.5:8786
     """
-    from pipelines.features import FeatureOptions, FeatureOutputConflict, extract_features
+    from pipelines.features import FeatureOptions, extract_features
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
-    try:
-        options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
-        report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                                  progress=show_progress(quiet))
-    except (FeatureOutputConflict, FileNotFoundError, OSError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
+    report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                              progress=show_progress(quiet))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -636,11 +633,8 @@ def features_import_csd_command(files, feats, shards, roles, overwrite, quiet):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
     from mer_data.features.csd import import_csd
 
-    try:
-        report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
-                            log=_log_lines(quiet))
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
+                        log=_log_lines(quiet))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -676,10 +670,7 @@ def compare_command(runs, split, out, quiet):
     """
     from model.compare import compare_runs
 
-    try:
-        comparison = compare_runs(list(runs), split=split, out=out)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    comparison = compare_runs(list(runs), split=split, out=out)
     click.echo(comparison.markdown)
     if out and not quiet:
         click.echo(f"written: {out / 'compare.md'}, {out / 'compare.html'}, {out / 'compare.json'}", err=True)
