@@ -77,7 +77,10 @@ def error_line(exc: BaseException) -> str:
         advice = OS_ERROR_ADVICE.get(errno.errorcode.get(exc.errno or 0, ""))
         text = f"{where}{exc.strerror}" + (f"; {advice}" if advice else "")
     elif isinstance(exc, tarfile.TarError):
-        text = f"cannot read a tar shard ({exc}); check the shard folder with `mer validate`"
+        # webdataset appends the stream and the shard's path to the tarfile error's args
+        texts = [arg for arg in exc.args if isinstance(arg, str)]
+        where = f"{texts[-1]}: " if len(texts) > 1 else ""
+        text = f"{where}cannot read it as a tar shard ({texts[0] if texts else exc}); check the shards with `mer validate`"
     elif isinstance(exc, (ValueError, OSError)) or type(exc).__module__.split(".")[0] in PROJECT_PACKAGES:
         text = str(exc) or type(exc).__name__
     else:
