@@ -52,12 +52,14 @@ def _is_broken_pipe(exc: Exception) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EPIPE
 
 
+FREE_SPACE = "free some space and run the same command again (finished work is kept)"
+PERMISSIONS = "check the permissions of that path"
 # What to do about an OSError, by errno name (the message says what happened).
 OS_ERROR_ADVICE = {
-    "ENOSPC": "free some space and run the same command again (finished work is kept)",
-    "EDQUOT": "free some space and run the same command again (finished work is kept)",
-    "EACCES": "check the permissions of that path",
-    "EPERM": "check the permissions of that path",
+    "ENOSPC": FREE_SPACE,
+    "EDQUOT": FREE_SPACE,
+    "EACCES": PERMISSIONS,
+    "EPERM": PERMISSIONS,
     "EROFS": "choose a writable location",
     "ENOENT": "check the path",
     "ENOTDIR": "a file is in the way where a folder is expected: check the path",
