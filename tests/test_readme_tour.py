@@ -36,7 +36,7 @@ def run_tour(steps: list[str], folder: Path) -> subprocess.CompletedProcess:
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     for shim in ("mer", "python"):
         (bin_dir / shim).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     script = "set -euo pipefail\n" + "\n".join(steps) + "\n"
     return subprocess.run(["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True)
 
