@@ -27,9 +27,79 @@ EXIT_REJECTED = 3
 TERMINAL_PROBLEMS = 40
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Every failure of a subcommand ends as one `Error: ...` line on stderr and exit status 1.
+
+    Click's own errors already do; this turns the rest (the project's errors, OSError, anything
+    unexpected) into the same, so a user never sees a traceback. `mer --debug` or MER_DEBUG=1 lets
+    the exception through with its traceback (for developers and bug reports).
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug") or _is_broken_pipe(exc):
+                raise     # click ends a broken pipe quietly itself
+            raise click.ClickException(error_line(exc)) from exc
+
+
+def _is_broken_pipe(exc: Exception) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+FREE_SPACE = "free some space and run the same command again (finished work is kept)"
+PERMISSIONS = "check the permissions of that path"
+# What to do about an OSError, by errno name (the message says what happened).
+OS_ERROR_ADVICE = {
+    "ENOSPC": FREE_SPACE,
+    "EDQUOT": FREE_SPACE,
+    "EACCES": PERMISSIONS,
+    "EPERM": PERMISSIONS,
+    "EROFS": "choose a writable location",
+    "ENOENT": "check the path",
+    "ENOTDIR": "a file is in the way where a folder is expected: check the path",
+    "EISDIR": "a folder is in the way where a file is expected: check the path",
+    "EEXIST": "choose another path or remove the existing one",
+    "ECONNREFUSED": "check that the service is running and the address",
+}
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong and, where known, what to do."""
+    import errno
+    import tarfile
+
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        advice = OS_ERROR_ADVICE.get(errno.errorcode.get(exc.errno or 0, ""))
+        text = f"{where}{exc.strerror}" + (f"; {advice}" if advice else "")
+    elif isinstance(exc, tarfile.TarError):
+        # webdataset appends the stream and the shard's path to the tarfile error's args
+        texts = [arg for arg in exc.args if isinstance(arg, str)]
+        where = f"{texts[-1]}: " if len(texts) > 1 else ""
+        text = f"{where}cannot read it as a tar shard ({texts[0] if texts else exc}); check the shards with `mer validate`"
+    elif isinstance(exc, (ValueError, OSError)) or type(exc).__module__.split(".")[0] in PROJECT_PACKAGES:
+        text = str(exc) or type(exc).__name__
+    else:
+        text = (f"unexpected {type(exc).__name__}: {exc} (this is a bug: rerun with MER_DEBUG=1 for the "
+                f"traceback and report it)")
+    return " ".join(text.split())   # one line, whatever the message held
+
+
+PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
+
+
+@click.group(cls=_OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(mer_data.__version__, prog_name="mer")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="MER_DEBUG",
+              help="Show the full traceback of an error instead of one line (also: MER_DEBUG=1).")
+def main(debug: bool) -> None:
     """mer-data: raw emotion-recognition corpora to streaming WebDataset shards.
 
     \b
@@ -65,6 +135,15 @@ def _frame_size(value: str) -> tuple[int, int]:
     return width, height
 
 
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal: never drawn into a pipe or a log file, never with --quiet."""
+    return not quiet and sys.stderr.isatty()
+
+
+def _quiet_option(help_text: str = "No progress bars or progress messages."):
+    return click.option("-q", "--quiet", is_flag=True, help=help_text)
+
+
 @synth.command("iemocap")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--sessions", default="1,2,3,4,5", show_default=True, help="Sessions to generate, comma-separated.")
@@ -76,7 +155,9 @@ def _frame_size(value: str) -> tuple[int, int]:
 @click.option("--frame-size", default="720x480", show_default=True, help="Dialog video size WIDTHxHEIGHT.")
 @click.option("--voice", type=click.Choice(["auto", "espeak", "synth"]), default="auto", show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
-def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dialog, seed, ids_from, frame_size, voice):
+@_quiet_option("No progress bar.")
+def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dialog, seed, ids_from, frame_size, voice,
+                          quiet):
     """Write a synthetic IEMOCAP release to OUT/IEMOCAP_full_release.
 
     \b
@@ -89,7 +170,7 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
 
     root = synth_iemocap(out, sessions=_int_list(sessions), dialogs_per_session=dialogs_per_session,
                          utterances_per_dialog=utterances_per_dialog, seed=seed, ids_from=ids_from,
-                         frame_size=_frame_size(frame_size), voice=voice, progress=True)
+                         frame_size=_frame_size(frame_size), voice=voice, progress=show_progress(quiet))
     click.echo(f"synthetic IEMOCAP release written to {root}")
 
 
@@ -104,7 +185,8 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
               help="Length of the default corpus's long video (0: none).")
 @click.option("--voice", type=click.Choice(["auto", "espeak", "synth"]), default="auto", show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
-def synth_mosei_command(out, videos, seed, ids_from, long_video_minutes, voice):
+@_quiet_option("No progress bar.")
+def synth_mosei_command(out, videos, seed, ids_from, long_video_minutes, voice, quiet):
     """Write a synthetic CMU-MOSEI release to OUT/CMU_MOSEI (Raw/ and Labels/).
 
     Videos of several sizes and frame rates, WAVs, segmented transcripts, the SDK's
@@ -121,13 +203,49 @@ def synth_mosei_command(out, videos, seed, ids_from, long_video_minutes, voice):
     from mer_data.synth.mosei import synth_mosei
 
     root = synth_mosei(out, videos=videos, seed=seed, ids_from=ids_from, long_video_minutes=long_video_minutes,
-                       voice=voice, progress=True)
+                       voice=voice, progress=show_progress(quiet))
     click.echo(f"synthetic CMU-MOSEI release written to {root}")
 
 
 @main.group()
 def convert() -> None:
     """Convert a raw corpus release to utterance-level WebDataset shards."""
+
+
+SCHEDULER_HELP = ("Address of an existing Dask scheduler (tcp://host:8786, or tls://host:8786 with the --tls-* "
+                  "options or dask's distributed.comm.tls config; see docs/dask-cluster.md).")
+
+
+def _use_dask_tls(key: str):
+    """An option callback that sets dask's config `key` (what Client(--scheduler) reads) to the given path."""
+    def callback(ctx, param, value):
+        if value:
+            import dask
+
+            dask.config.set({key: value})   # for this process, like dask's own config files
+        return value
+    return callback
+
+
+def _scheduler_tls_options(command):
+    """--tls-ca-file, --tls-cert, --tls-key: the client side of a TLS-secured --scheduler (names as in `dask worker`)."""
+    tls = [
+        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.ca-file"),
+                     help="With --scheduler tls://...: the CA certificate of the cluster (PEM) "
+                          "[default: dask's distributed.comm.tls.ca-file]."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.client.cert"),
+                     help="With --scheduler tls://...: this client's certificate (PEM) "
+                          "[default: dask's distributed.comm.tls.client.cert]."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_use_dask_tls("distributed.comm.tls.client.key"),
+                     help="With --scheduler tls://...: this client's private key (PEM) "
+                          "[default: dask's distributed.comm.tls.client.key]."),
+    ]
+    for decorate in reversed(tls):
+        command = decorate(command)
+    return command
 
 
 def _shared_convert_options(command):
@@ -140,7 +258,8 @@ def _shared_convert_options(command):
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
                      help="Worker processes of the local Dask cluster [default: CPU count]."),
-        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."),
+        click.option("--scheduler", default=None, help=SCHEDULER_HELP),
+        _scheduler_tls_options,
         click.option("--shard-max-bytes", default="256MiB", show_default=True,
                      help="Size cap of a shard (e.g. 64MB, 1GiB)."),
         click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1),
@@ -149,7 +268,7 @@ def _shared_convert_options(command):
                      help="Seed of the shuffle across recordings."),
         click.option("--overwrite", is_flag=True,
                      help="Replace a finished conversion in OUT (without it, a rerun resumes)."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        _quiet_option("No progress bar."),
     ]
     for decorate in reversed(shared):
         command = decorate(command)
@@ -239,7 +358,7 @@ def _run(plan, out, options, workers, scheduler, overwrite, quiet):
                f"{len(plan.excluded)} excluded by class, {len(plan.problems)} rejected while reading", err=True)
     try:
         report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
-                                overwrite=overwrite, progress=not quiet)
+                                overwrite=overwrite, progress=show_progress(quiet))
     except (OutputConflict, UnsupportedOutput, FolderLocked, EnvironmentFault) as exc:
         raise click.ClickException(str(exc))  # an EnvironmentFault: no card written, a rerun retries
     _print_summary(report)
@@ -362,10 +481,10 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
                          model_options=_model_options(model_options))
     folder = run or resume_run
     try:
-        train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=not quiet,
+        train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
               log=lambda m: click.echo(m, err=True))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(error_line(exc))
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet)
 
@@ -420,7 +539,7 @@ def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, 
 
     try:
         metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
-                           progress=not quiet, top_p=top_p)
+                           progress=show_progress(quiet), top_p=top_p)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
     click.echo(terminal_table(metrics))
@@ -471,7 +590,8 @@ def features() -> None:
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local Dask workers [default: CPU count].")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler", default=None, help=SCHEDULER_HELP)
+@_scheduler_tls_options
 @click.option("--overwrite", is_flag=True,
               help="Start over, replacing FEATS's feature tables (needed when the options or the shards changed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -489,16 +609,13 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, w
       mer features shards/ feats-mfcc/ --audio mfcc --visual none --text none --workers 2
       mer features shards/ feats/ --text-encoder bert-base-uncased --scheduler tcp://10.0.0.5:8786
     """
-    from pipelines.features import FeatureOptions, FeatureOutputConflict, extract_features
+    from pipelines.features import FeatureOptions, extract_features
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
-    try:
-        options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
-        report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                                  progress=not quiet)
-    except (FeatureOutputConflict, FileNotFoundError, OSError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
+    report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                              progress=show_progress(quiet))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -511,15 +628,13 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, w
 @click.option("--role", "roles", multiple=True, metavar="NAME=t|a|v",
               help="The modality of a sequence whose name is not a known SDK feature set (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing FEATS.")
-def features_import_csd_command(files, feats, shards, roles, overwrite):
+@_quiet_option("No progress messages.")
+def features_import_csd_command(files, feats, shards, roles, overwrite, quiet):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
     from mer_data.features.csd import import_csd
 
-    try:
-        report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
-                            log=lambda m: click.echo(m, err=True))
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
+                        log=_log_lines(quiet))
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 
@@ -539,7 +654,8 @@ def _roles(values) -> dict[str, str]:
 @click.option("--split", default="test", show_default=True, help="The evaluated split to compare.")
 @click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for compare.md, compare.html and compare.json  [default: print only]")
-def compare_command(runs, split, out):
+@_quiet_option("Print the table only, no messages.")
+def compare_command(runs, split, out, quiet):
     """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s.
 
     RUNS: run folders of one corpus and label space, end-to-end (fe2e, mesm) and two-phase
@@ -554,29 +670,29 @@ def compare_command(runs, split, out):
     """
     from model.compare import compare_runs
 
-    try:
-        comparison = compare_runs(list(runs), split=split, out=out)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    comparison = compare_runs(list(runs), split=split, out=out)
     click.echo(comparison.markdown)
-    if out:
+    if out and not quiet:
         click.echo(f"written: {out / 'compare.md'}, {out / 'compare.html'}, {out / 'compare.json'}", err=True)
 
 
 @main.command("validate")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the full report as JSON (schemas/validation-report.schema.json).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report with figures.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write the full report as JSON (schemas/validation-report.schema.json); '-': to stdout "
+                   "(the summary table then goes to stderr).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write a self-contained HTML report with figures; '-': to stdout (the summary table then goes "
+                   "to stderr).")
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit status 1).")
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="Worker processes of the local Dask cluster [default: CPU count].")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler", default=None, help=SCHEDULER_HELP)
+@_scheduler_tls_options
 @click.option("--av-threshold-ms", default=100.0, show_default=True, type=click.FloatRange(min=0),
               help="Flag recordings whose audio-video offset exceeds this.")
 @click.option("--no-av-sync", is_flag=True, help="Skip the audio-video offset estimation (shards).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_quiet_option("No progress bar.")
 def validate_command(path, json_path, html_path, strict, workers, scheduler, av_threshold_ms, no_av_sync, quiet):
     """Audit a raw IEMOCAP or CMU-MOSEI release, or a shard folder, for alignment and integrity.
 
@@ -598,30 +714,45 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
+    reports_to_stdout = [path for path in (json_path, html_path) if _is_stdout(path)]
+    if len(reports_to_stdout) > 1:
+        raise click.UsageError("only one of --json and --html can be '-' (stdout)")
     options = ValidateOptions(strict=strict, av_sync=not no_av_sync, av_threshold_s=av_threshold_ms / 1000)
     try:
         report = validate(path, options, workers=workers or os.cpu_count(), scheduler=scheduler,
-                          progress=not quiet)
+                          progress=show_progress(quiet))
     except NotAValidationTarget as exc:
         raise click.UsageError(str(exc))
     data = report.to_dict()
     _write_validation_outputs(data, json_path, html_path)  # first: the reports exist whatever the terminal does
-    click.echo(render_summary(data))
+    click.echo(render_summary(data), err=bool(reports_to_stdout))   # stdout holds the report alone
     sys.exit(0 if report.ok else 1)
+
+
+def _is_stdout(path: Path | None) -> bool:
+    """A report path of '-' means stdout."""
+    return path is not None and str(path) == "-"
+
+
+def _write_report(text: str, path: Path, kind: str) -> None:
+    """`text` to the file `path` (its folder made), or to stdout when path is '-'."""
+    if _is_stdout(path):
+        click.echo(text, nl=False)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"{kind} report: {path}", err=True)
 
 
 def _write_validation_outputs(data: dict, json_path: Path | None, html_path: Path | None) -> None:
     import json
 
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-        click.echo(f"JSON report: {json_path}", err=True)
+        _write_report(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", json_path, "JSON")
     if html_path:
-        from mer_data.validation.html import render_html
+        from mer_data.validation.html import report_html
 
-        render_html(data, html_path)
-        click.echo(f"HTML report: {html_path}", err=True)
+        _write_report(report_html(data), html_path, "HTML")
 
 
 @main.command()
@@ -632,7 +763,8 @@ def _write_validation_outputs(data: dict, json_path: Path | None, html_path: Pat
               help="Epochs of the demo's FE2E training run (0: stop after validation).")
 @click.option("--baseline-epochs", default=30, show_default=True, type=click.IntRange(1),
               help="Epoch budget of the two-phase baselines (they stop early on validation).")
-def demo(out, workers, seed, epochs, baseline_epochs):
+@_quiet_option("No progress bars or training log lines (the steps and result tables are still printed).")
+def demo(out, workers, seed, epochs, baseline_epochs, quiet):
     """The whole job on an embedded default: synth -> convert -> validate -> train -> compare.
 
     The embedded default: 5 sessions x 2 dialogs x 24 utterances of synthetic speech, faces and
@@ -647,28 +779,33 @@ def demo(out, workers, seed, epochs, baseline_epochs):
     from pipelines.options import ConvertOptions
 
     workers = workers or os.cpu_count()
-    raw = synth_iemocap(out / "raw", seed=seed, progress=True)
+    raw = synth_iemocap(out / "raw", seed=seed, progress=show_progress(quiet))
     click.echo(f"[1/6] synthetic IEMOCAP release: {raw}")
     options = ConvertOptions(corpus="iemocap", split="session:5")
     report = _run(plan_iemocap(raw, options), out / "shards", options, workers, scheduler=None, overwrite=True,
-                  quiet=False)
+                  quiet=quiet)
     click.echo(f"[2/6] shards: {report.out}  (index: index.parquet, card: dataset.json)")
-    _demo_validate(report.out, out, workers)
+    _demo_validate(report.out, out, workers, quiet)
     if not epochs:
         return
-    _demo_train(report.out, out / "run", epochs, seed)
-    feats = _demo_features(report.out, out / "feats", workers)
-    baselines = [_demo_train_baseline(feats, out / kind, kind, baseline_epochs, seed)
+    _demo_train(report.out, out / "run", epochs, seed, quiet)
+    feats = _demo_features(report.out, out / "feats", workers, quiet)
+    baselines = [_demo_train_baseline(feats, out / kind, kind, baseline_epochs, seed, quiet)
                  for kind in ("lf-rnn", "lf-transformer")]
     _demo_compare([out / "run", *baselines], out / "compare")
 
 
-def _demo_validate(shards: Path, out: Path, workers: int) -> None:
+def _log_lines(quiet: bool, prefix: str = ""):
+    """Where a long step's log lines go: stderr, or nowhere with --quiet."""
+    return (lambda message: None) if quiet else (lambda message: click.echo(f"{prefix}{message}", err=True))
+
+
+def _demo_validate(shards: Path, out: Path, workers: int, quiet: bool) -> None:
     from mer_data.validation import ValidateOptions
     from mer_data.validation.summary import render_summary
     from pipelines.validate import validate
 
-    data = validate(shards, ValidateOptions(), workers=workers, progress=True).to_dict()
+    data = validate(shards, ValidateOptions(), workers=workers, progress=show_progress(quiet)).to_dict()
     click.echo(render_summary(data))
     _write_validation_outputs(data, out / "validation.json", out / "validation.html")
     click.echo(f"[3/6] validation: {'ok' if data['ok'] else 'PROBLEMS FOUND'} (report: {out / 'validation.html'})")
@@ -681,32 +818,33 @@ def _fresh_run_folder(run: Path) -> None:
         shutil.rmtree(run)   # the demo starts over, like its conversion (--overwrite)
 
 
-def _demo_train(shards: Path, run: Path, epochs: int, seed: int) -> None:
+def _demo_train(shards: Path, run: Path, epochs: int, seed: int, quiet: bool) -> None:
     from model.train import TrainConfig, train
 
     _fresh_run_folder(run)
     config = TrainConfig(shards=[str(shards)], model="fe2e", modalities="tav", epochs=epochs, seed=seed)
-    train(config, run, progress=True, log=lambda m: click.echo(m, err=True))
+    train(config, run, progress=show_progress(quiet), log=_log_lines(quiet))
     click.echo(f"[4/6] FE2E trained {epochs} epochs: {run}; evaluation on the test split:")
-    _evaluate_and_print(run, None, "test", None, None, quiet=False)
+    _evaluate_and_print(run, None, "test", None, None, quiet=quiet)
 
 
-def _demo_features(shards: Path, feats: Path, workers: int) -> Path:
+def _demo_features(shards: Path, feats: Path, workers: int, quiet: bool) -> Path:
     from pipelines.features import FeatureOptions, extract_features
 
-    report = extract_features(shards, feats, FeatureOptions(), workers=workers, overwrite=True, progress=True)
+    report = extract_features(shards, feats, FeatureOptions(), workers=workers, overwrite=True,
+                              progress=show_progress(quiet))
     click.echo(report.summary())
     click.echo(f"[5/6] features (eGeMAPS, face appearance, frozen MiniLM tokens): {feats}")
     return feats
 
 
-def _demo_train_baseline(feats: Path, run: Path, kind: str, epochs: int, seed: int) -> Path:
+def _demo_train_baseline(feats: Path, run: Path, kind: str, epochs: int, seed: int, quiet: bool) -> Path:
     from model.evaluate import evaluate
     from model.train import TrainConfig, train
 
     _fresh_run_folder(run)
     config = TrainConfig(shards=[str(feats)], model=kind, modalities="tav", epochs=epochs, seed=seed)
-    train(config, run, progress=False, log=lambda m: click.echo(f"{kind}: {m}", err=True))
+    train(config, run, progress=False, log=_log_lines(quiet, prefix=f"{kind}: "))
     evaluate(run, split="test", progress=False)
     return run
 

@@ -48,7 +48,26 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The JSON document in `path`; a damaged one raises DamagedJSON, which names the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DamagedJSON(exc.msg, exc.doc, exc.pos, Path(path)) from exc
+
+
+class DamagedJSON(json.JSONDecodeError):
+    """A JSONDecodeError (callers that catch that still do) whose message names the file."""
+
+    def __init__(self, msg: str, doc: str, pos: int, path: Path):
+        super().__init__(msg, doc, pos)
+        self.path = path
+
+    def __reduce__(self):   # so it crosses process boundaries with its path
+        return type(self), (self.msg, self.doc, self.pos, self.path)
+
+    def __str__(self) -> str:
+        return (f"{self.path}: not valid JSON ({self.msg} at line {self.lineno} column {self.colno}): the file is "
+                "damaged; restore it, or start over in a new folder")
 
 
 def checkpoint_path(run: Path, epoch: int) -> Path:

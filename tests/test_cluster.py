@@ -32,3 +32,111 @@ def test_a_local_cluster_does_not_leave_one_thread_settings_in_the_caller(tmp_pa
     untouched = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                                capture_output=True, text=True, env=env, timeout=120)
     assert torch_threads == untouched.stdout.strip()   # torch's default thread count, as without a cluster
+
+
+def _listening(process) -> list[tuple[str, int]]:
+    """(host, port) of every listening TCP socket of `process` and its children."""
+    processes = [process, *process.children(recursive=True)]
+    return [conn.laddr[:2] for p in processes for conn in p.net_connections(kind="inet") if conn.status == "LISTEN"]
+
+
+def _http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_local_cluster_is_private_to_its_process():
+    # Finding: the dashboard listened on 0.0.0.0 and any local client could connect and run code
+    # as the converting user. Now: loopback only, no dashboard, TLS with a temporary certificate.
+    import dask
+    import psutil
+    import pytest
+
+    from pipelines.cluster import SchedulerUnreachable, _connect, dask_client
+
+    with dask_client(1) as client:
+        scheduler = client.scheduler.address
+        workers = list(client.scheduler_info()["workers"])
+        listening = _listening(psutil.Process())
+        http_port = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.http_server.port)
+        pages = {page: _http_status(f"http://127.0.0.1:{http_port}/{page}") for page in ("health", "status", "info/main/workers.html")}
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+            for intruder in (scheduler, scheduler.replace("tls://", "tcp://")):   # no certificate, or no TLS
+                with pytest.raises(SchedulerUnreachable):
+                    _connect(intruder)
+    assert scheduler.startswith("tls://127.0.0.1:")
+    assert workers and all(address.startswith("tls://127.0.0.1:") for address in workers)
+    assert listening and {host for host, _ in listening} == {"127.0.0.1"}, listening
+    assert pages == {"health": 200, "status": 404, "info/main/workers.html": 404}   # no dashboard, no task lists
+
+
+def test_a_remote_scheduler_with_tls_is_reached_with_dask_tls_config(tmp_path):
+    # --scheduler tls://... uses dask's standard distributed.comm.tls.* settings (what --tls-ca-file,
+    # --tls-cert and --tls-key set), here the certificate of a private local cluster.
+    import dask
+
+    from pipelines.cluster import dask_client
+
+    with dask_client(1) as local:
+        security = local.security
+        files = {}
+        for name, pem in (("ca", security.tls_ca_file), ("cert", security.tls_client_cert),
+                          ("key", security.tls_client_key)):
+            files[name] = tmp_path / f"{name}.pem"
+            files[name].write_text(pem)
+        tls = {"distributed.comm.tls.ca-file": str(files["ca"]), "distributed.comm.tls.client.cert": str(files["cert"]),
+               "distributed.comm.tls.client.key": str(files["key"])}
+        with dask.config.set(tls), dask_client(scheduler=local.scheduler.address) as remote:
+            assert remote.submit(pow, 2, 10).result() == 1024
+
+
+def test_an_unreachable_scheduler_is_one_error_line(small_corpus, tmp_path):
+    import socket
+
+    import dask
+    from click.testing import CliRunner
+
+    from mer_data.cli import main
+
+    with socket.socket() as probe:       # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root, _ = small_corpus
+    address = f"tcp://127.0.0.1:{port}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        result = CliRunner().invoke(main, ["convert", "iemocap", str(root), str(tmp_path / "out"), "--split",
+                                           "session:2", "--scheduler", address, "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"Dask scheduler at {address}" in errors[0] and "check that it is running" in errors[0]
+
+
+def test_tls_options_set_dask_tls_config_for_the_scheduler_client(tmp_path):
+    import copy
+
+    import dask
+    from click.testing import CliRunner
+
+    from mer_data.cli import main
+
+    pem = tmp_path / "x.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    before = copy.deepcopy(dask.config.config)
+    try:
+        for command in (["convert", "iemocap", str(tmp_path), str(tmp_path / "out")], ["validate", str(tmp_path)],
+                        ["features", str(tmp_path), str(tmp_path / "feats")]):
+            dask.config.refresh()
+            CliRunner().invoke(main, [*command, "--scheduler", "tls://127.0.0.1:1", "--tls-ca-file", str(pem),
+                                      "--tls-cert", str(pem), "--tls-key", str(pem)])
+            assert [dask.config.get(f"distributed.comm.tls.{key}") for key in ("ca-file", "client.cert", "client.key")] \
+                == [str(pem)] * 3, command
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(before)
