@@ -10,7 +10,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-SAMPLE_SCHEMA_VERSION = "1.0"
+SAMPLE_SCHEMA_VERSION = "1.1"
 DATASET_SCHEMA_VERSION = "1.0"
 FEATURES_SCHEMA_VERSION = "1.0"
 

@@ -203,6 +203,7 @@ def test_video_clip_holds_exactly_the_interval_frames_of_the_speaker_half(cut):
         "fps": float(FPS), "fps_fraction": "30000/1001", "frames": end - first, "first_frame": first,
         "width": WIDTH // 2, "height": HEIGHT, "crop": [WIDTH // 2, 0, WIDTH // 2, HEIGHT], "region": "right",
         "duration": float((end - first) / FPS), "start_time": float(first / FPS),
+        "rotation": 0, "source_decode_errors": 0,
     }
     assert counted_frames(result.mp4) == end - first
     assert abs(result.video["frames"] - (RIGHT.end - RIGHT.start) * FPS) <= 1
@@ -515,9 +516,9 @@ def test_a_rotated_video_is_cut_as_displayed_and_its_rotation_recorded(rotated_v
     assert quadrant_colours(decode(clips["left"].mp4)[0]) == quadrant_colours(displayed[:, :24])
 
 
-def test_ordinary_sources_get_no_rotation_or_decode_error_facts(cut):
+def test_ordinary_sources_record_no_rotation_and_no_decode_errors(cut):
     results, _, _ = cut
-    assert results and all("rotation" not in r.video and "source_decode_errors" not in r.video
+    assert results and all(r.video["rotation"] == 0 and r.video["source_decode_errors"] == 0
                            for r in results.values())
 
 

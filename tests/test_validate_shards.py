@@ -333,11 +333,13 @@ def test_the_published_dai2021_split_leaks_every_dialog_and_says_it_is_by_design
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """One local Dask cluster for all command-line runs (and --scheduler tested with it)."""
-    from pipelines.cluster import dask_client
+    """One Dask cluster for all command-line runs (and --scheduler tested with it). A plain-TCP
+    loopback cluster: the one dask_client starts takes TLS connections from its own process only."""
+    from distributed import LocalCluster
 
-    with dask_client(workers=1) as client:
-        yield client.scheduler.address
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
 
 
 def test_cli_exit_status_json_and_strict(small_corpus, small_shards, scheduler, tmp_path):

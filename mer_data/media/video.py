@@ -215,12 +215,11 @@ def video_facts(plan: ClipPlan, source: VideoSource, decode_errors: int = 0) -> 
         "region": plan.region,
         "duration": float(plan.frames / fps),
         "start_time": float(plan.first_frame / fps),
+        # In every sample (0 where there is none): the contract keeps the same keys and types in
+        # every sample, which Hugging Face datasets needs to read a shard set.
+        "rotation": source.rotation,
+        "source_decode_errors": decode_errors,
     }
-    # Only where they say something: the metadata of ordinary sources stays as it was.
-    if source.rotation:
-        facts["rotation"] = source.rotation
-    if decode_errors:
-        facts["source_decode_errors"] = decode_errors
     return facts
 
 
