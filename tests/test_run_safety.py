@@ -125,6 +125,17 @@ def test_a_pipe_url_on_the_command_line_needs_the_flag(trained, tiny_text_encode
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
+def test_a_feature_run_never_opens_a_url_as_its_feature_folder(tmp_path):
+    from model.feature_data import FeatureSelectionError
+    from model.train import TrainConfig, make_loader
+
+    marker = tmp_path / "marker"
+    config = TrainConfig(shards=[f"pipe:touch {marker}"], model="lf-rnn", label_names=["ang"])   # as stored
+    with pytest.raises(FeatureSelectionError, match="FEATS is a local folder; a pipe: URL is never opened"):
+        make_loader(config, "train", None, train=True)
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # Finding 9: absolute locations and a fingerprint
 
