@@ -408,6 +408,21 @@ def _bytes(value: str) -> int:
     return size
 
 
+def _data_safety_options(command):
+    """--allow-partial and --allow-command-urls (model/shard_check.py), shared by train and evaluate."""
+    command = click.option("--allow-command-urls", is_flag=True,
+                           help="Accept shard URLs that webdataset opens by running a command (pipe:, http(s):, "
+                                "gs:, ...) as typed on this command line; a run's stored config.json never runs "
+                                "one.")(command)
+    return click.option("--allow-partial", is_flag=True,
+                        help="Go on when the shards disagree with their index.parquet or dataset.json (cut short, "
+                             "foreign or misplaced samples): they are left out and the log and metrics record "
+                             "samples read against expected.")(command)
+
+
+_RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their messages say what to do
+
+
 @main.command("train")
 @click.argument("shards", nargs=-1, required=False)
 @click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm", "lf-rnn", "lf-transformer"]),
@@ -451,9 +466,10 @@ def _bytes(value: str) -> int:
 @click.option("--evaluate-split", default="test", show_default=True,
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@_data_safety_options
 def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
-                  keep_checkpoints, init_from, model_options, evaluate_split, quiet):
+                  keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
     or a two-phase baseline (lf-rnn, lf-transformer) on one feature folder FEATS.
 
@@ -465,6 +481,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
       mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train --resume runs/fe2e          # continue a killed or finished run
     """
+    from model.checkpoint import RunLockedError
     from model.train import TrainConfig, train
 
     if bool(run) == bool(resume_run):
@@ -482,11 +499,12 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
     folder = run or resume_run
     try:
         train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
-              log=lambda m: click.echo(m, err=True))
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+              log=lambda m: click.echo(m, err=True), allow_partial=allow_partial,
+              allow_command_urls=allow_command_urls)
+    except (*_RUN_ERRORS, RunLockedError) as exc:
         raise click.ClickException(error_line(exc))
     if evaluate_split:
-        _evaluate_and_print(folder, None, evaluate_split, None, None, quiet)
+        _evaluate_and_print(folder, None, evaluate_split, None, None, quiet, allow_partial=allow_partial)
 
 
 def _model_options(values) -> dict:
@@ -517,7 +535,8 @@ def _model_options(values) -> dict:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="MESM: evaluate at this nucleus mass instead of the trained one (writes eval-SPLIT-pP/)")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet):
+@_data_safety_options
+def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet, allow_partial, allow_command_urls):
     """Evaluate a run's best epoch on a split (thresholds tuned on validation F1).
 
     SHARDS default to those the run was trained on. Writes RUN/eval-SPLIT/metrics.{json,md}
@@ -529,18 +548,21 @@ def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet):
       mer evaluate runs/fe2e shards/ --split test
       mer evaluate runs/mesm --top-p 0.7     # the same weights keeping more positions
     """
-    _evaluate_and_print(run, list(shards) or None, split, epoch, device, quiet, workers=workers, top_p=top_p)
+    _evaluate_and_print(run, list(shards) or None, split, epoch, device, quiet, workers=workers, top_p=top_p,
+                        allow_partial=allow_partial, allow_command_urls=allow_command_urls)
 
 
-def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, top_p=None):
+def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, top_p=None, allow_partial=False,
+                        allow_command_urls=False):
     from model.checkpoint import evaluation_folder
     from model.evaluate import evaluate
     from model.report import terminal_table
 
     try:
         metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
-                           progress=show_progress(quiet), top_p=top_p)
-    except (FileNotFoundError, ValueError) as exc:
+                           progress=show_progress(quiet), top_p=top_p, allow_partial=allow_partial,
+                           allow_command_urls=allow_command_urls, log=lambda m: click.echo(m, err=True))
+    except _RUN_ERRORS as exc:
         raise click.ClickException(str(exc))
     click.echo(terminal_table(metrics))
     click.echo(f"written: {evaluation_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)

@@ -1,7 +1,10 @@
 """A training run's folder: its config, one checkpoint per epoch, metrics per epoch, and its state.
 
     RUN/
-      config.json              what was trained on what, with which options (JSON, rebuilds the model)
+      config.json              what was trained on what, with which options (JSON, rebuilds the model);
+                               the data as absolute locations, with the SHA-256 of each data folder's
+                               dataset.json (model/shard_check.py: evaluate warns when it changed)
+      .lock                    held (fcntl.flock) by the process training or resuming the run
       state.json               epochs done, best epoch and its score, epochs without improvement,
                                and the history (one summary per epoch, for plotting)
       checkpoints/epoch-NNN.pt weights, optimizer, RNG states (tensors and plain values only); one is
@@ -14,10 +17,14 @@
 Checkpoints are loaded with `torch.load(weights_only=True)`: a checkpoint file can only hold
 tensors and plain Python values, so loading one never runs code from it (pickled objects are refused).
 Every file is written atomically, so a run killed at any moment resumes from its last complete epoch.
+A new run that fails before its first epoch is saved removes its config.json (and the folder, if it
+made it), so the same command can simply be run again.
 """
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +34,44 @@ from mer_data.shards.atomic import atomic_path
 
 CONFIG = "config.json"
 STATE = "state.json"
+LOCK = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+@contextmanager
+def run_lock(run: Path):
+    """Hold RUN/.lock (an exclusive fcntl.flock) for the block; RunLockedError when another process holds it.
+
+    The lock goes with the process: a killed run leaves a stale file, never a stale lock."""
+    import fcntl
+
+    path = Path(run) / LOCK
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{run}: another process is training or resuming this run (it holds {path});"
+                                 f" wait for it to finish, or train into another --out") from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_unfinished_start(run: Path) -> None:
+    """Undo a new run's start that saved no epoch: its config.json (nothing else is written before)."""
+    (Path(run) / CONFIG).unlink(missing_ok=True)
+
+
+def remove_if_unused(run: Path) -> None:
+    """Remove a run folder that holds nothing but its lock file (a start that failed in a folder it made)."""
+    run = Path(run)
+    if run.is_dir() and {path.name for path in run.iterdir()} <= {LOCK}:
+        (run / LOCK).unlink(missing_ok=True)
+        os.rmdir(run)
 
 
 @dataclass

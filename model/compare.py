@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from model import checkpoint as ckpt
+from model.shard_check import data_changes
 from model.report import CORPUS_TITLES, HEADERS, METRICS_JSON, TERMINAL_LABELS
 
 MEAN = "mean"
@@ -152,7 +153,7 @@ def load_row(run: Path, split: str) -> ComparisonRow:
         raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}); train one with `mer train`")
     config = ckpt.read_json(run / ckpt.CONFIG)
     metrics = load_metrics(run, split)
-    notes = []
+    notes = data_changes(config.get("shards", []), config.get("data_fingerprint"))   # moved or changed data
     best_epoch = ckpt.load_state(run).best_epoch
     evaluated_epoch = (metrics.get("run") or {}).get("epoch")
     if evaluated_epoch is not None and evaluated_epoch != best_epoch:

@@ -40,6 +40,8 @@ from model.audio import mel_chunks
 from model.batches import TensorFields
 from model.frames import DEFAULT_CROP_SIZE, face_crops
 from model.labels import targets as label_targets
+from model.shard_check import (ShardCheckError, SplitExpectation, check_source_safety, expect_split, sample_problem,
+                               warn)
 
 MEMBERS = ("json", "txt", "flac", "mp4")
 MAX_TEXT_TOKENS = 100
@@ -73,23 +75,30 @@ class Batch(TensorFields):
 # Which shards
 
 
-def resolve_shards(sources: str | Path | Iterable[str | Path], split: str) -> list[str]:
+def resolve_shards(sources: str | Path | Iterable[str | Path], split: str, *,
+                   allow_command_urls: bool = False) -> list[str]:
     """The shard paths/URLs of `split` named by `sources`, in a deterministic order.
 
     A source is a shard file, a brace pattern (`shards/train-{000000..000003}.tar`) or glob, a
     directory (its `<split>-*.tar`, sorted), or a URL (`http(s)://`, `pipe:`, ...; braces expanded,
     otherwise passed through). Files and URLs named like another split's shard (`valid-000000.tar`
     when `split` is train) are left out, so the same sources serve every split; other names are
-    taken as they are. Missing local files and an empty result are errors.
+    taken as they are. Missing local files and an empty result are errors. A URL that webdataset
+    opens by running a command (`pipe:`, http(s), ...) is refused unless `allow_command_urls`
+    (model/shard_check.py: only for locations typed on the command line).
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
+    check_source_safety(map(str, sources), allow_command_urls=allow_command_urls)
     shards: list[str] = []
     for source in map(str, sources):
         shards.extend(_resolve_one(source, split))
     shards = [shard for shard in shards if _belongs_to_split(shard, split)]
     if not shards:
-        raise FileNotFoundError(f"no {split} shards ({split}-*.tar) in {', '.join(map(str, sources))}")
+        raise FileNotFoundError(f"no {split} shards ({split}-*.tar) in {', '.join(map(str, sources))}: the {split}"
+                                f" split is empty (see dataset.json counts.per_split); training needs train and valid"
+                                f" shards, evaluation those of its split: convert again with a --split that puts"
+                                f" utterances in every split")
     return list(dict.fromkeys(shards))  # a shard named twice is read once
 
 
@@ -266,10 +275,12 @@ class _SampleShuffle(PipelineStage):
 def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: bool, seed: int = 0,
                  label_names: Sequence[str], frame_interval_ms: int | None = None,
                  crop_size: int = DEFAULT_CROP_SIZE, epoch: int = 0,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, partial: bool = True) -> wds.DataPipeline:
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, partial: bool = True,
+                 expectation: SplitExpectation | None = None) -> wds.DataPipeline:
     """The batched webdataset pipeline over resolved `shards` (an IterableDataset of Batch).
 
     `partial`: keep each reader's last, smaller batch (evaluation needs every sample).
+    `expectation`: check every sample against it (model/shard_check.py); None: no check.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -285,10 +296,29 @@ def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: 
         _ShardSplit(len(shards)),
         wds.tarfile_to_samples(),
         _SampleSplit(len(shards)),
+        _CheckSamples(expectation) if expectation is not None else None,
         _SampleShuffle(clock, seed, shuffle_buffer) if shuffle else None,  # before decoding: bytes are cheap
         wds.map(decode),
         wds.batched(batch_size, collation_fn=batch, partial=partial),
     )
+
+
+class _CheckSamples(PipelineStage):
+    """Samples against what the index says their shard holds (shard_check.sample_problem): a problem
+    stops the pass, or, when the expectation allows partial reading, the sample is left out with a warning."""
+
+    def __init__(self, expectation: SplitExpectation):
+        self.expectation = expectation
+
+    def run(self, samples: Iterable[dict]) -> Iterator[dict]:
+        for sample in samples:
+            problem = sample_problem(sample, self.expectation.keys.get(sample.get("__url__")))
+            if problem is None:
+                yield sample
+            elif self.expectation.allow_partial:
+                warn(f"{problem}: left out ({self.expectation.split})")
+            else:
+                raise ShardCheckError(problem)
 
 
 class _Decode:
@@ -313,16 +343,18 @@ class _Collate:
 class ShardLoader(torch.utils.data.DataLoader):
     """A DataLoader over the batched pipeline (batch_size=None) that also says what it reads."""
 
-    def __init__(self, dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...], **kwargs):
+    def __init__(self, dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...],
+                 expectation: SplitExpectation | None = None, **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
         self.shards = shards
         self.label_names = label_names
+        self.expectation = expectation   # what a full pass must read (None: unchecked)
 
     def __iter__(self) -> Iterator[Batch]:
         batches = super().__iter__()
         try:
             yield from batches
-        except Exception:
+        except Exception as error:
             # A failed sample ends the pass: stop the workers now. Otherwise they outlive the error
             # until its traceback (which holds the iterator) is garbage-collected, and DataLoader's
             # shutdown from the garbage collector then waits 5 s per loader.
@@ -330,7 +362,22 @@ class ShardLoader(torch.utils.data.DataLoader):
             if shutdown is not None:
                 shutdown()
                 self._iterator = None  # persistent workers: the next pass starts new ones
+            if isinstance(error, ValueError) and _WORKER_ERROR.match(str(error)):
+                raise type(error)(_original_message(error)) from error
             raise
+
+
+_WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def _original_message(error: Exception) -> str:
+    """The message a worker raised, from torch's re-raised copy (whose message is the worker's whole
+    traceback, ending in `module.Type: message`): SampleError and ShardCheckError name the sample
+    and shard already, and the command prints them as one line."""
+    last = str(error).rstrip().splitlines()[-1]
+    name = type(error).__name__
+    _, found, message = last.partition(f"{name}: ")
+    return message if found else last
 
 
 def _limit_worker_threads(_worker_id: int) -> None:
@@ -343,30 +390,35 @@ def _limit_worker_threads(_worker_id: int) -> None:
 def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int, shuffle: bool,
                 seed: int = 0, frame_interval_ms: int | None = None, crop_size: int = DEFAULT_CROP_SIZE,
                 label_names: Sequence[str] | None = None, epoch: int = 0,
-                shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, pin_memory: bool = False) -> ShardLoader:
+                shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, pin_memory: bool = False,
+                allow_partial: bool = False, allow_command_urls: bool = False) -> ShardLoader:
     """An iterable of Batch over the `split` shards of `sources` (see resolve_shards and the module doc).
 
     label_names None: the label space of the shards' dataset card (model.labels.label_space_of).
     Training loaders (shuffle=True) keep their workers between passes; each pass is the next epoch.
+    The shards are checked against their folder's index and card (model/shard_check.py), now and
+    while streaming; the loader's `expectation` says what a full pass must read.
     """
     from model.labels import label_space_of
 
-    shards = resolve_shards(sources, split)
-    names = tuple(label_names) if label_names is not None else label_space_of(shards)[1]
+    shards = resolve_shards(sources, split, allow_command_urls=allow_command_urls)
+    expectation = expect_split(shards, split, allow_partial=allow_partial)
+    names = (tuple(label_names) if label_names is not None
+             else label_space_of(shards, allow_command_urls=allow_command_urls)[1])
     dataset = make_dataset(shards, tokenizer=tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed,
                            label_names=names, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
-                           epoch=epoch, shuffle_buffer=shuffle_buffer)
+                           epoch=epoch, shuffle_buffer=shuffle_buffer, expectation=expectation)
     return loader_over(dataset, shards=shards, label_names=names, workers=workers, persistent=shuffle,
-                       pin_memory=pin_memory)
+                       pin_memory=pin_memory, expectation=expectation)
 
 
 def loader_over(dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...], workers: int,
-                persistent: bool, pin_memory: bool = False) -> ShardLoader:
+                persistent: bool, pin_memory: bool = False, expectation: SplitExpectation | None = None) -> ShardLoader:
     """The ShardLoader of a make_dataset pipeline with `workers` processes (persistent: kept between passes)."""
     if workers > 0:
         # The tokenizer is used in forked workers: its own thread pool would warn (or deadlock) after a fork.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return ShardLoader(dataset, shards=shards, label_names=label_names, num_workers=workers,
+    return ShardLoader(dataset, shards=shards, label_names=label_names, expectation=expectation, num_workers=workers,
                        persistent_workers=workers > 0 and persistent, pin_memory=pin_memory,
                        worker_init_fn=_limit_worker_threads if workers > 0 else None,
                        multiprocessing_context=_worker_context() if workers > 0 else None)

@@ -15,23 +15,25 @@ FEATS folder, and the normalisation statistics come from the checkpoint (the tra
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from model import checkpoint as ckpt
-from model.train import (TrainConfig, _no_bar, _progress_bar, is_feature_model, make_loader, make_model, predict,
-                         tokenizer_for)
+from model.shard_check import PARTIAL_FLAG
+from model.train import (_no_bar, _progress_bar, is_feature_model, make_loader, make_model, pass_notes, predict,
+                         read_run_config, tokenizer_for)
 
 
 def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
-             epoch: int | None = None):
-    """(config, model with the chosen epoch's weights, epoch) of a run folder."""
+             epoch: int | None = None, log=None):
+    """(config, model with the chosen epoch's weights, epoch) of a run folder.
+
+    `log`: where warnings about the run's data go (moved or changed since training; None: not checked)."""
     run = Path(run)
-    if not (run / ckpt.CONFIG).is_file():
-        raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}); train one with `mer train`")
-    config = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+    config = read_run_config(run, log=log if log is not None and not shards else lambda _: None)
     config = replace(config, shards=list(shards or config.shards), device=device or config.device,
                      workers=config.workers if workers is None else workers)
     state = ckpt.load_state(run)
@@ -47,25 +49,41 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
 
 def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test", device: str | None = None,
              workers: int | None = None, epoch: int | None = None, progress: bool = True,
-             top_p: float | None = None) -> dict:
-    """Evaluate a run on `split`; writes RUN/eval-<split>/ (see ckpt.evaluation_folder) and returns the metrics dict."""
+             top_p: float | None = None, allow_partial: bool = False, allow_command_urls: bool = False,
+             log=None) -> dict:
+    """Evaluate a run on `split`; writes RUN/eval-<split>/ (see ckpt.evaluation_folder) and returns the metrics dict.
+
+    The data is the run's (its stored absolute locations; a warning to `log`, default stderr, when it
+    changed since training) or `shards`. `allow_command_urls` applies to `shards` only, never to the
+    stored locations; `allow_partial`: see model/shard_check.py (recorded in metrics["run"])."""
     from model.metrics import evaluate_scores
     from model.report import write_report
-    config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch)
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch, log=log)
     if top_p is not None:
         if config.model != "mesm":
             raise ValueError(f"{run}: --top-p applies to MESM runs; this one is {config.model}")
         model.top_p = top_p          # validated there: (0, 1]
     tokenizer = tokenizer_for(config)
     bar = _progress_bar if progress else _no_bar
-    valid = predict(model, make_loader(config, "valid", tokenizer, train=False), config, bar, "valid")
-    tested = valid if split == "valid" else predict(model, make_loader(config, split, tokenizer, train=False),
-                                                      config, bar, split)
+    loaders = dict(train=False, allow_partial=allow_partial, allow_command_urls=allow_command_urls and bool(shards))
+    valid_loader = make_loader(config, "valid", tokenizer, **loaders)
+    tested_loader = valid_loader if split == "valid" else make_loader(config, split, tokenizer, **loaders)
+    valid = predict(model, valid_loader, config, bar, "valid")
+    tested = valid if split == "valid" else predict(model, tested_loader, config, bar, split)
+    valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
+    expected, tested_notes = ((valid_expected, []) if split == "valid"
+                              else pass_notes(tested_loader, len(tested["ids"])))
     metrics = evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
                               list(config.label_names), split=split)
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": model.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
-                      "samples": len(tested["ids"]), "corpus": config.corpus}
+                      "samples": len(tested["ids"]), "samples_expected": expected, "corpus": config.corpus}
+    notes = list(dict.fromkeys(valid_notes + tested_notes))
+    if notes:   # only with allow_partial: otherwise a shortfall was refused
+        metrics["run"]["partial"] = notes
+        for note in notes:
+            log(f"warning ({PARTIAL_FLAG}): {note}")
     if top_p is not None:
         metrics["run"]["trained_top_p"] = config.top_p
     if tested.get("kept_share"):

@@ -50,8 +50,14 @@ class FeatureSelectionError(ValueError):
 
 def features_folder(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
     """The one FEATS folder a baseline run reads (`TrainConfig.shards` holds it), checked to have a card."""
+    from model.shard_check import command_scheme
+
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    for source in map(str, sources):   # e.g. a crafted RUN/config.json: said plainly, and never opened
+        if command_scheme(source):
+            raise FeatureSelectionError(f"{source}: FEATS is a local folder; a {command_scheme(source)}: URL is never"
+                                        f" opened")
     sources = [Path(source) for source in sources]
     if len(sources) != 1:
         raise FeatureSelectionError(f"the baselines read one feature folder (FEATS), got {len(sources)}:"

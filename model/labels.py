@@ -88,19 +88,23 @@ def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
     raise LabelError(f"{sample_id}: unknown corpus {corpus!r}: expected one of {', '.join(CORPORA)}")
 
 
-def label_space_of(sources) -> tuple[str, tuple[str, ...]]:
+def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, tuple[str, ...]]:
     """(corpus, label names) of the shards named by `sources` (as model.data.resolve_shards takes).
 
     From the dataset card (dataset.json) beside the first local shard or inside the first directory;
     where there is none (URLs, loose shards), the corpus of the first sample and its default label space.
+    A URL that runs a command to open is refused unless `allow_command_urls` (model/shard_check.py).
     """
     import glob
     import os
 
     import webdataset as wds
 
+    from model.shard_check import check_source_safety
+
     if isinstance(sources, (str, Path)):
         sources = [sources]
+    check_source_safety(map(str, sources), allow_command_urls=allow_command_urls)
     first_shard = None
     for source in map(str, sources):
         expanded = wds.shardlists.expand_urls(source) if "{" in source else [source]
@@ -122,6 +126,11 @@ def label_space_of(sources) -> tuple[str, tuple[str, ...]]:
 
 def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
     import webdataset as wds
+
+    from model.shard_check import check_is_tar, command_scheme
+
+    if command_scheme(shard) is None and Path(shard).is_file():
+        check_is_tar(shard)
 
     for sample in wds.DataPipeline(wds.SimpleShardList([shard]), wds.tarfile_to_samples()):
         if "json" in sample:

@@ -7,6 +7,11 @@ mean F1 (thresholds tuned on validation, as the paper's protocol), and the final
 the best epoch on the test split. `--resume RUN/` continues a killed or finished run from its last
 complete epoch, with its stored config (the command line's data and model options are ignored).
 
+What a run reads is checked before its folder is written and after every pass (model/shard_check.py:
+absolute locations with a fingerprint, no command URLs from a stored config, the shards against
+their index and card, --allow-partial); the folder is locked while a process trains into it, and a
+new run that fails before its first epoch leaves nothing that blocks the same command again.
+
 The two-phase baselines (`--model lf-rnn|lf-transformer`, model/baselines.py) run the same loop on a
 feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/feature_data.py):
 same loss, optimiser, early stopping, checkpoints, resume and metrics.
@@ -25,13 +30,14 @@ from torch import nn
 
 from model import checkpoint as ckpt
 from model.report import describe_kept_share
+from model.shard_check import PARTIAL_FLAG, absolute_sources, check_source_safety, data_changes, data_fingerprint
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on; stored as RUN/config.json and reused by --resume and evaluate."""
 
-    shards: list[str]                        # shard sources; for the baselines: [FEATS]
+    shards: list[str]                        # shard sources (absolute paths, or URLs); for the baselines: [FEATS]
     model: str = "fe2e"                      # fe2e, mesm, or a baseline: lf-rnn, lf-transformer
     modalities: str = "tav"
     top_p: float = 0.5
@@ -56,6 +62,7 @@ class TrainConfig:
     init_from: str | None = None             # a run folder: start from its best epoch's weights (shared names)
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
+    data_fingerprint: dict | None = None     # {side file: SHA-256} of the data folders (shard_check.data_fingerprint)
 
 
 @dataclass
@@ -70,6 +77,10 @@ class EpochResult:
     train_seconds: float = 0.0   # the training pass alone (no validation): samples/s = train_samples / this
     train_top_p: float | None = None   # MESM: the nucleus mass of the training pass (see training_top_p)
     valid_kept_share: dict | None = None   # MESM: kept share of the positions per modality and resolution (valid)
+    valid_samples: int | None = None
+    train_samples_expected: int | None = None   # what index.parquet lists for the split (None: not known)
+    valid_samples_expected: int | None = None
+    data_notes: list[str] | None = None   # --allow-partial: what was read short, and why
 
     def summary(self) -> dict:
         row = asdict(self)
@@ -90,7 +101,7 @@ def is_feature_model(kind: str) -> bool:
     return str(kind).lower() in BASELINE_KINDS
 
 
-def resolve_labels(config: TrainConfig) -> TrainConfig:
+def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
     """Fill corpus and label names from the shards' dataset card (model/labels.py), or FEATS' features.json."""
     if is_feature_model(config.model):
         from model.feature_data import label_space_of_features
@@ -99,7 +110,7 @@ def resolve_labels(config: TrainConfig) -> TrainConfig:
     else:
         from model.labels import label_space_of
 
-        corpus, names = label_space_of(config.shards)
+        corpus, names = label_space_of(config.shards, allow_command_urls=allow_command_urls)
     config.corpus = config.corpus or corpus
     config.label_names = list(config.label_names or names)
     return config
@@ -177,7 +188,10 @@ def tokenizer_for(config: TrainConfig):
     return load_tokenizer(config.text_encoder)
 
 
-def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoch: int = 0):
+def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoch: int = 0, allow_partial: bool = False,
+                allow_command_urls: bool = False):
+    """The run's loader of `split`; `allow_command_urls` only for shard locations typed on the command line
+    (model/shard_check.py), never for those of a stored config."""
     if is_feature_model(config.model):
         from model.feature_data import make_feature_loader
 
@@ -190,7 +204,8 @@ def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoc
     return data_loader(config.shards, split, tokenizer=tokenizer, batch_size=config.batch_size,
                        workers=config.workers, shuffle=train, seed=config.seed, epoch=epoch,
                        frame_interval_ms=config.frame_interval_ms, crop_size=config.crop_size,
-                       label_names=tuple(config.label_names), shuffle_buffer=config.shuffle_buffer)
+                       label_names=tuple(config.label_names), shuffle_buffer=config.shuffle_buffer,
+                       allow_partial=allow_partial, allow_command_urls=allow_command_urls)
 
 
 def autocast(config: TrainConfig):
@@ -217,7 +232,7 @@ def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progr
         total += float(loss.detach()) * len(batch)
         samples += len(batch)
     if samples == 0:
-        raise RuntimeError("the training split yielded no samples: check the shard paths and split names")
+        raise ValueError("the training split yielded no samples: check the shard paths and split names")
     return total / samples, samples
 
 
@@ -238,7 +253,7 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
         scores.append(torch.sigmoid(logits).cpu().numpy())
         targets.append(batch.targets.cpu().numpy())
     if not ids:
-        raise RuntimeError(f"the {desc} split yielded no samples: check the shard paths and split names")
+        raise ValueError(f"the {desc} split yielded no samples: check the shard paths and split names")
     return {"ids": ids, "scores": np.concatenate(scores), "targets": np.concatenate(targets),
             "loss": total / len(ids), "kept_share": kept.shares()}
 
@@ -278,12 +293,12 @@ def mean_f1(metrics: dict) -> float:
     return float(metrics["mean"]["f1"])
 
 
-def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None) -> TrainConfig:
-    """The run's config: the stored one when resuming (with a raised epoch budget), else the given one."""
+def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None,
+                    allow_command_urls: bool = False, log=print) -> TrainConfig:
+    """The run's config: the stored one when resuming (with a raised epoch budget), else the given one
+    with its data locations made absolute and fingerprinted (model/shard_check.py)."""
     if resume:
-        if not (run / ckpt.CONFIG).is_file():
-            raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}) to resume")
-        stored = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+        stored = read_run_config(run, log)
         if epochs is not None and epochs != stored.epochs:
             stored.epochs = epochs
             ckpt.write_json(run / ckpt.CONFIG, asdict(stored))
@@ -302,7 +317,21 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
     if config.init_from and is_feature_model(config.model):
         raise ValueError(f"--init-from starts an end-to-end model (fe2e, mesm) from another run; {config.model}"
                          f" trains from scratch on its features")
-    return resolve_labels(config)
+    check_source_safety(config.shards, allow_command_urls=allow_command_urls)
+    config.shards = absolute_sources(config.shards)
+    config.data_fingerprint = data_fingerprint(config.shards)
+    config.init_from = str(Path(config.init_from).resolve()) if config.init_from else None
+    return resolve_labels(config, allow_command_urls=allow_command_urls)
+
+
+def read_run_config(run: Path, log=print) -> TrainConfig:
+    """RUN/config.json, with a warning for each data location that moved or changed since training."""
+    if not (run / ckpt.CONFIG).is_file():
+        raise FileNotFoundError(f"{run}: not a training run (no {ckpt.CONFIG}); train one with `mer train`")
+    config = TrainConfig(**ckpt.read_json(run / ckpt.CONFIG))
+    for note in data_changes(config.shards, config.data_fingerprint):
+        log(f"warning: {note}")
+    return config
 
 
 def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, resume: bool, log):
@@ -326,27 +355,57 @@ def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, re
 
 
 def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs: int | None = None,
-          progress: bool = True, log=print) -> ckpt.RunState:
+          progress: bool = True, log=print, allow_partial: bool = False,
+          allow_command_urls: bool = False) -> ckpt.RunState:
     """Train (or resume) a run in folder `run`; returns its final state. See the module docstring.
 
     With resume=True the stored config is used and `config` is ignored; `epochs` may raise the
-    stored epoch budget (train a finished run further).
+    stored epoch budget (train a finished run further). The run folder is locked for the whole run
+    (ckpt.run_lock). A new run that fails before its first epoch is saved leaves nothing behind that
+    would block the same command or --resume. `allow_partial` and `allow_command_urls`: see
+    model/shard_check.py (the latter applies to a new run's command-line locations only).
     """
     run = Path(run)
-    config = open_run_config(config, run, resume=resume, epochs=epochs)
+    made_folder = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        with ckpt.run_lock(run):
+            return _train_locked(config, run, resume=resume, epochs=epochs, progress=progress, log=log,
+                                 allow_partial=allow_partial, allow_command_urls=allow_command_urls and not resume)
+    finally:
+        if made_folder:
+            ckpt.remove_if_unused(run)
+
+
+def _train_locked(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None, progress: bool, log,
+                  allow_partial: bool, allow_command_urls: bool) -> ckpt.RunState:
+    config = open_run_config(config, run, resume=resume, epochs=epochs, allow_command_urls=allow_command_urls, log=log)
     state = ckpt.load_state(run)
     if resume and epochs is not None and state.stopped_early:
         state.stopped_early = False   # an explicit new budget overrides an earlier early stop
-    seed_everything(config.seed)
     tokenizer = tokenizer_for(config)
-    model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)
+    # Made once, and before anything is written: making them checks the data (model/shard_check.py).
+    # The training loader keeps its workers between passes, and each pass is the next epoch (shard
+    # and sample order reseeded by it), starting at the epoch a resumed run is at.
+    loaders = dict(allow_partial=allow_partial, allow_command_urls=allow_command_urls)
+    train_loader = make_loader(config, "train", tokenizer, train=True, epoch=state.epochs_done + 1, **loaders)
+    valid_loader = make_loader(config, "valid", tokenizer, train=False, **loaders)
+    for loader in (train_loader, valid_loader):
+        for problem in known_problems(loader):
+            log(f"warning ({PARTIAL_FLAG}): {problem}")
+    seed_everything(config.seed)
+    try:
+        model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)   # writes config.json
+        return _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log)
+    except BaseException:
+        if not resume and not state.epochs_done:   # a failed start: the same command can be run again
+            ckpt.remove_unfinished_start(run)
+        raise
+
+
+def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log) -> ckpt.RunState:
     scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
     bar = _progress_bar if progress else _no_bar
-
-    # Made once: the training loader keeps its workers between passes, and each pass is the next
-    # epoch (shard and sample order reseeded by it), starting at the epoch a resumed run is at.
-    train_loader = make_loader(config, "train", tokenizer, train=True, epoch=state.epochs_done + 1)
-    valid_loader = make_loader(config, "valid", tokenizer, train=False)
     while state.epochs_done < config.epochs and not state.stopped_early:
         epoch = state.epochs_done + 1
         result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar)
@@ -356,6 +415,10 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
         ckpt.save_state(run, state)
         if config.keep_checkpoints != "all":
             ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
+        for split, read, expected in (("train", result.train_samples, result.train_samples_expected),
+                                      ("valid", result.valid_samples, result.valid_samples_expected)):
+            if expected is not None and read != expected:
+                log(f"warning ({PARTIAL_FLAG}): epoch {epoch} read {read} of the {expected} {split} samples")
         log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
             f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
             + (f"  kept {describe_kept_share(result.valid_kept_share)}" if result.valid_kept_share else "")
@@ -364,6 +427,22 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
     if state.stopped_early:
         log(f"early stop: no better validation mean F1 for {config.patience} epochs (best epoch {state.best_epoch})")
     return state
+
+
+def known_problems(loader) -> list[str]:
+    """What the loader's shards were found to lack before reading (only with --allow-partial: else refused)."""
+    expectation = getattr(loader, "expectation", None)   # None: the baselines' feature loaders
+    return list(expectation.problems) if expectation is not None else []
+
+
+def pass_notes(loader, read: int) -> tuple[int | None, list[str]]:
+    """(samples the split should have given, what was found wrong) after a full pass over `loader` that
+    read `read` samples; raises ShardCheckError on a shortfall unless the loader allows partial reading."""
+    expectation = getattr(loader, "expectation", None)
+    if expectation is None:   # the baselines' feature loaders: their tables are checked when written
+        return None, []
+    shortfall = expectation.after_pass(read)
+    return expectation.samples, known_problems(loader) + ([shortfall] if shortfall else [])
 
 
 def training_top_p(config: TrainConfig, epoch: int) -> float | None:
@@ -406,11 +485,15 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
         if top_p is not None:
             model.top_p = config.top_p
     train_seconds = time.perf_counter() - started
+    train_expected, train_notes = pass_notes(train_loader, seen)   # before the epoch's checkpoint is saved
     valid = predict(model, valid_loader, config, bar, "valid")
+    valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
     metrics = validation_metrics(config, valid)
     return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
                        seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics,
-                       train_seconds=train_seconds, train_top_p=top_p, valid_kept_share=valid["kept_share"])
+                       train_seconds=train_seconds, train_top_p=top_p, valid_kept_share=valid["kept_share"],
+                       valid_samples=len(valid["ids"]), train_samples_expected=train_expected,
+                       valid_samples_expected=valid_expected, data_notes=(train_notes + valid_notes) or None)
 
 
 def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, eligible: bool = True) -> None:

@@ -42,6 +42,7 @@ from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
+from mer_data.shards.index import keys_by_shard
 from mer_data.shards.packer import SHARD_NAME
 
 from .cluster import TaskFailure, dask_client, map_tasks
@@ -50,7 +51,6 @@ RECORD_NAME = ".options.json"
 OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
 STAGE = "features"
 DATASET_CARD = "dataset.json"
-INDEX_NAME = "index.parquet"
 MODALITIES = ("audio", "visual", "text")
 CHOICES = {"audio": ("egemaps", "mfcc", "none"), "visual": ("appearance", "none"), "text": ("encoder", "none")}
 MEMBER_OF = {"audio": "flac", "visual": "mp4", "text": "txt"}
@@ -261,30 +261,13 @@ def plan_features(shards: Path) -> FeaturePlan:
     else:  # loose shards: the label space of the first sample's corpus
         corpus, label_names = label_space_of(str(shards))
         sha = fingerprint = interval = None
-    keys = _index_keys(shards)
+    keys = keys_by_shard(shards)
     jobs = []
     for tar in tars:
         match = SHARD_NAME.match(tar.name)
         jobs.append(ShardJob(str(tar.resolve()), tar.name, match["split"], int(match["number"]),
                              None if keys is None else tuple(keys.get(tar.name, ()))))
     return FeaturePlan(shards, jobs, corpus, tuple(label_names), sha, fingerprint, interval)
-
-
-def _index_keys(shards: Path) -> dict[str, list[str]] | None:
-    """shard name -> its keys in position order, from index.parquet; None where it is absent or unreadable."""
-    path = shards / INDEX_NAME
-    if not path.is_file():
-        return None
-    try:
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path, columns=["key", "shard", "position"]).to_pylist()
-    except Exception:  # pyarrow raises several types for damaged files: the index is only a cross-check here
-        return None
-    keys: dict[str, list[tuple[int, str]]] = {}
-    for row in rows:
-        keys.setdefault(row["shard"], []).append((row["position"], row["key"]))
-    return {shard: [key for _, key in sorted(pairs)] for shard, pairs in keys.items()}
 
 
 def modality_specs(options: FeatureOptions, plan: FeaturePlan) -> dict[str, ModalitySpec]:

@@ -24,24 +24,17 @@ HOSTILE_LABEL = '<script>alert("x")</script> & "quotes"'
 
 
 @pytest.fixture(scope="module")
-def tiny_run(small_shards, tmp_path_factory):
+def tiny_run(training_shards, tmp_path_factory):
     """A one-epoch FE2E run (all three modalities), not evaluated, so compare has to run `mer evaluate`.
 
-    `small_shards` has train and test shards but no valid split; rather than convert the corpus again,
-    a folder of links serves its test shards as the valid split too (thresholds are then tuned on the
-    evaluated utterances: fine here, the tests check bookkeeping, not accuracy).
+    On `training_shards` (every split non-empty: a run checks that its shards are what their index and
+    card say, so test shards linked in as a valid split would be refused by split purity).
     """
     from model.profile import profile_run
     from model.text import write_tiny_text_encoder
     from model.train import TrainConfig, train
 
-    source, _ = small_shards
-    shards = tmp_path_factory.mktemp("compare-shards")
-    shutil.copy(source / "dataset.json", shards / "dataset.json")
-    for shard in sorted(source.glob("*.tar")):
-        (shards / shard.name).symlink_to(shard)
-        if shard.name.startswith("test-"):
-            (shards / shard.name.replace("test-", "valid-")).symlink_to(shard)
+    shards = training_shards
     encoder = write_tiny_text_encoder(tmp_path_factory.mktemp("compare-encoder"))
     config = TrainConfig(shards=[str(shards)], model="fe2e", modalities="tav", epochs=1, batch_size=4, workers=0,
                          text_encoder=str(encoder), model_options=TINY_NETS)

@@ -290,9 +290,15 @@ def test_sources_resolve_to_the_split_shards(shards):
     assert resolve_shards(str(shards / "*.tar"), "train") == train  # other splits' shards are left out
     assert resolve_shards([train[1], train[0], train[1]], "train") == [train[1], train[0]]
     assert resolve_shards([shards], "test") == [str(shards / "test-000000.tar"), str(shards / "test-000001.tar")]
-    assert resolve_shards("https://host/data/train-{000000..000002}.tar", "train") == [
+    # URLs that webdataset opens by running a command: only when the caller allows them (model/shard_check.py).
+    assert resolve_shards("https://host/data/train-{000000..000002}.tar", "train", allow_command_urls=True) == [
         f"https://host/data/train-00000{i}.tar" for i in range(3)]
-    assert resolve_shards("pipe:curl -s https://host/x.tar", "train") == ["pipe:curl -s https://host/x.tar"]
+    assert resolve_shards("pipe:curl -s https://host/x.tar", "train", allow_command_urls=True) == [
+        "pipe:curl -s https://host/x.tar"]
+    for url in ("pipe:curl -s https://host/x.tar", "https://host/data/train-000000.tar", "gs://bucket/train.tar"):
+        with pytest.raises(ValueError, match="--allow-command-urls"):
+            resolve_shards(url, "train")
+    assert resolve_shards(f"file://{train[0]}", "train") == [train[0]]   # file: runs nothing
     with pytest.raises(FileNotFoundError, match="valid"):
         resolve_shards(shards, "valid")  # the small corpus has no validation split
     with pytest.raises(FileNotFoundError, match="train-000009.tar"):
