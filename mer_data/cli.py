@@ -481,7 +481,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
       mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train --resume runs/fe2e          # continue a killed or finished run
     """
-    from model.checkpoint import RunLockedError
+    from mer_data.folder_lock import FolderLocked
     from model.train import TrainConfig, train
 
     if bool(run) == bool(resume_run):
@@ -501,7 +501,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
         train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
               log=lambda m: click.echo(m, err=True), allow_partial=allow_partial,
               allow_command_urls=allow_command_urls)
-    except (*_RUN_ERRORS, RunLockedError) as exc:
+    except (*_RUN_ERRORS, FolderLocked) as exc:
         raise click.ClickException(error_line(exc))
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet, allow_partial=allow_partial)

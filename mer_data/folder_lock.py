@@ -24,16 +24,18 @@ class FolderLocked(Exception):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, what: str = "conversion") -> Iterator[None]:
+def folder_lock(folder: Path, what: str = "conversion",
+                advice: str = "wait for it to end, or choose another folder") -> Iterator[None]:
     """Hold the lock of `folder` (created if missing) for the block; raise FolderLocked at once
-    when another process holds it. The lock file is removed when the block ends."""
+    when another process holds it (the message names the holder, `what` it is and `advice`).
+    The lock file is removed when the block ends."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     if fcntl is None:
         yield
         return
-    handle = _acquire(path, what)
+    handle = _acquire(path, what, advice)
     try:
         yield
     finally:
@@ -43,7 +45,7 @@ def folder_lock(folder: Path, what: str = "conversion") -> Iterator[None]:
         handle.close()
 
 
-def _acquire(path: Path, what: str):
+def _acquire(path: Path, what: str, advice: str):
     while True:
         handle = open(path, "a+", encoding="utf-8")
         try:
@@ -51,8 +53,7 @@ def _acquire(path: Path, what: str):
         except BlockingIOError:
             holder = _holder(handle)
             handle.close()
-            raise FolderLocked(f"{path.parent} is in use by another {what} ({holder}); wait for it to end, "
-                               "or choose another folder") from None
+            raise FolderLocked(f"{path.parent} is in use by another {what} ({holder}); {advice}") from None
         if _same_file(handle, path):
             handle.seek(0)
             handle.truncate()

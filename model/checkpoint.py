@@ -24,41 +24,24 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from mer_data.folder_lock import LOCK_NAME as LOCK
+from mer_data.folder_lock import folder_lock
 from mer_data.shards.atomic import atomic_path
 
 CONFIG = "config.json"
 STATE = "state.json"
-LOCK = ".lock"
 
 
-class RunLockedError(RuntimeError):
-    """Another process holds the run folder's lock."""
-
-
-@contextmanager
 def run_lock(run: Path):
-    """Hold RUN/.lock (an exclusive fcntl.flock) for the block; RunLockedError when another process holds it.
-
-    The lock goes with the process: a killed run leaves a stale file, never a stale lock."""
-    import fcntl
-
-    path = Path(run) / LOCK
-    with open(path, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(f"{run}: another process is training or resuming this run (it holds {path});"
-                                 f" wait for it to finish, or train into another --out") from None
-        try:
-            yield path
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    """Hold RUN/.lock for the block (the same lock as a conversion's OUT: mer_data.folder_lock);
+    FolderLocked when another process is training or resuming the run."""
+    return folder_lock(run, what="process training or resuming this run",
+                       advice="wait for it to finish, or train into another --out")
 
 
 def remove_unfinished_start(run: Path) -> None:

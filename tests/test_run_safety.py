@@ -291,5 +291,5 @@ def test_a_second_process_cannot_train_into_a_locked_run(trained, tmp_path):
     run = _copy_run(trained, tmp_path)
     with run_lock(run):   # as another process training or resuming it holds it
         line = _one_error_line(_mer("train", "--resume", run, "--epochs", "2", "-q"))
-    assert "another process is training or resuming this run" in line, line
+    assert "in use by another process training or resuming this run" in line, line
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 1
