@@ -148,4 +148,4 @@ def test_an_output_under_a_file_in_a_conversion_is_one_error_line(small_corpus, 
 def test_training_on_a_file_that_is_no_shard_names_it(wrong):
     result, escaped = _invoke(["train", wrong["file"], "--out", f"{wrong['folder']}/run"])
     assert not escaped and result.exit_code == 1
-    assert f"Error: {wrong['file']}: cannot read it as a tar shard (truncated header)" in result.stderr
+    assert f"Error: {wrong['file']}: not a tar archive (mer train reads a shard folder" in result.stderr
