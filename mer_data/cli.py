@@ -94,6 +94,23 @@ def error_line(exc: BaseException) -> str:
 PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
 
 
+class LocalFolder(click.Path):
+    """A folder to write, as a Path: a local path or a file:// URL. Other URLs (s3://...) are a
+    usage error, never a local folder named `./s3:/bucket/x` (object storage is not supported yet)."""
+
+    def __init__(self):
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        from mer_data.locations import UnsupportedLocation, local_folder
+
+        try:
+            value = local_folder(value)
+        except UnsupportedLocation as exc:
+            self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @click.group(cls=_OneLineErrors,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(mer_data.__version__, prog_name="mer")
@@ -145,7 +162,7 @@ def _quiet_option(help_text: str = "No progress bars or progress messages."):
 
 
 @synth.command("iemocap")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=LocalFolder())
 @click.option("--sessions", default="1,2,3,4,5", show_default=True, help="Sessions to generate, comma-separated.")
 @click.option("--dialogs-per-session", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--utterances-per-dialog", default=24, show_default=True, type=click.IntRange(2))
@@ -175,7 +192,7 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
 
 
 @synth.command("mosei")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=LocalFolder())
 @click.option("--videos", default=None, type=click.IntRange(1),
               help="Number of videos  [default: 8; with --ids-from: every listed video]")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -252,8 +269,7 @@ def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
         click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        # A str, not a Path: Path("s3://b/x") would already be the local folder "s3:/b/x".
-        click.argument("out", type=click.Path(file_okay=False)),
+        click.argument("out", type=LocalFolder()),
         click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
@@ -338,10 +354,7 @@ def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms
 
 def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet):
     """Plan (clear errors for unusable input), run, and exit 3 when anything was rejected."""
-    from pipelines.convert import local_output
-
     try:
-        local_output(out)  # an unsupported URL is refused before the corpus is read
         plan = make_plan()
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc))
@@ -352,14 +365,14 @@ def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet)
 def _run(plan, out, options, workers, scheduler, overwrite, quiet):
     from mer_data.faults import EnvironmentFault
     from mer_data.folder_lock import FolderLocked
-    from pipelines.convert import OutputConflict, UnsupportedOutput, run_conversion
+    from pipelines.convert import OutputConflict, run_conversion
 
     click.echo(f"{plan.corpus}: {plan.utterance_count} utterances in {len(plan.jobs)} recordings to convert; "
                f"{len(plan.excluded)} excluded by class, {len(plan.problems)} rejected while reading", err=True)
     try:
         report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
                                 overwrite=overwrite, progress=show_progress(quiet))
-    except (OutputConflict, UnsupportedOutput, FolderLocked, EnvironmentFault) as exc:
+    except (OutputConflict, FolderLocked, EnvironmentFault) as exc:
         raise click.ClickException(str(exc))  # an EnvironmentFault: no card written, a rerun retries
     _print_summary(report)
     return report
@@ -451,7 +464,7 @@ _RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their message
 @click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", "run", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
+@click.option("--out", "run", type=LocalFolder(), help="Run folder to create.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Continue the run in this folder (its stored options are used).")
 @click.option("--keep-checkpoints", type=click.Choice(["best-and-last", "all"]), default="best-and-last",
@@ -602,7 +615,7 @@ def features() -> None:
 
 @features.command("extract")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("feats", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("feats", type=LocalFolder())
 @click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
 @click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
@@ -644,7 +657,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, w
 
 @features.command("import-csd")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("feats", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("feats", type=LocalFolder())
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The shard folder whose utterances (ids, intervals, splits, labels) the features are aligned to.")
 @click.option("--role", "roles", multiple=True, metavar="NAME=t|a|v",
@@ -674,7 +687,7 @@ def _roles(values) -> dict[str, str]:
 @main.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default="test", show_default=True, help="The evaluated split to compare.")
-@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", default=None, type=LocalFolder(),
               help="Folder for compare.md, compare.html and compare.json  [default: print only]")
 @_quiet_option("Print the table only, no messages.")
 def compare_command(runs, split, out, quiet):
@@ -778,7 +791,7 @@ def _write_validation_outputs(data: dict, json_path: Path | None, html_path: Pat
 
 
 @main.command()
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", default="demo-out", show_default=True, type=LocalFolder())
 @click.option("--workers", default=None, type=click.IntRange(1), help="[default: CPU count]")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(0),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from mer_data.corpora.splits import empty_split_warnings
 from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOOL_MISSING, EnvironmentFault, advice,
                              environment_cause)
 from mer_data.folder_lock import folder_lock
+from mer_data.locations import local_folder
 from mer_data.records import Problem, StagedSample, Utterance
 from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
                              write_dataset_card, write_errors, write_index)
@@ -45,17 +45,11 @@ OUTPUT_FILES = ("index.parquet", "errors.jsonl", "excluded.jsonl", CARD)
 SHARD_PATTERNS = ("train-*.tar", "valid-*.tar", "test-*.tar")
 # Beyond the estimates below: room for index.parquet, the logs and the file system's own blocks.
 SPACE_MARGIN = 64 * 1024**2
-# A URL scheme (`s3://`, and `s3:/` as a Path writes it); one letter is a Windows drive.
 WORKER_FAILED = "the task's worker failed"
-URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 
 class OutputConflict(Exception):
     """OUT holds a finished conversion made with other options (use overwrite)."""
-
-
-class UnsupportedOutput(ValueError):
-    """OUT is a URL: only local folders (or file:// URLs of them) are written."""
 
 
 @dataclass
@@ -166,8 +160,8 @@ def run_conversion(plan: ConversionPlan, out: Path | str, options: ConvertOption
     """Media on Dask, then shards, index, error log and the dataset card (last).
 
     Raises EnvironmentFault (nothing final written, a rerun retries), FolderLocked (another
-    conversion writes OUT), OutputConflict, UnsupportedOutput."""
-    out = local_output(out).resolve()
+    conversion writes OUT), OutputConflict, UnsupportedLocation."""
+    out = local_folder(out).resolve()
     with folder_lock(out):
         finished = _prepare_output(out, options, overwrite)
         if finished is not None:
@@ -192,24 +186,6 @@ def run_conversion(plan: ConversionPlan, out: Path | str, options: ConvertOption
         report.resumed_recordings = len(plan.jobs) - len(to_cut)
         shutil.rmtree(staging, ignore_errors=True)
     return report
-
-
-def local_output(out: Path | str) -> Path:
-    """OUT as a local folder: a plain path or a file:// URL. Any other URL (s3://, gs://, ...) is
-    refused: object storage is not supported, and a path such as `./s3:/bucket/x` is not what was meant."""
-    text = os.fspath(out)
-    scheme = URL_SCHEME.match(text)
-    if scheme is None:
-        return Path(text)
-    if scheme.group(1).lower() == "file":
-        from urllib.parse import unquote, urlsplit
-
-        parts = urlsplit(text)
-        if parts.netloc not in ("", "localhost"):
-            raise UnsupportedOutput(f"{text}: file:// URLs of other hosts are not supported; give a local folder")
-        return Path(unquote(parts.path))
-    raise UnsupportedOutput(f"{text}: {scheme.group(1)}:// output is not supported (object storage is not "
-                            "implemented); give a local folder and copy the finished shards")
 
 
 def require_media_tools() -> None:

@@ -253,21 +253,34 @@ def test_an_output_url_is_refused(small_corpus, tmp_path, monkeypatch, url):
     root, _ = small_corpus
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["convert", "iemocap", str(root), url, "--quiet"])
-    assert result.exit_code == 1, result.output
-    assert f"Error: {url}: {url.split(':')[0]}:// output is not supported" in result.output
+    assert result.exit_code == 2, result.output   # a usage error: the argument's value
+    assert f"{url}: {url.split(':')[0]}:// output is not supported" in result.output
     assert list(tmp_path.iterdir()) == [], "nothing written to a local folder named like the URL"
 
 
-def test_a_file_url_is_a_local_folder(tmp_path):
-    from pipelines.convert import UnsupportedOutput, local_output
+@pytest.mark.parametrize("command", [["synth", "iemocap", "{url}"], ["synth", "mosei", "{url}"],
+                                     ["features", "{shards}", "{url}"], ["train", "{shards}", "--out", "{url}"],
+                                     ["compare", "{shards}", "--out", "{url}"], ["demo", "--out", "{url}"]])
+def test_every_output_folder_refuses_a_url(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    args = [arg.format(url="s3://bucket/x", shards=tmp_path / "shards") for arg in command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "s3://bucket/x: s3:// output is not supported" in result.output
+    assert not (tmp_path / "s3:").exists(), "nothing written to a local folder named like the URL"
 
-    assert local_output(f"file://{tmp_path}/a%20b") == tmp_path / "a b"
-    assert local_output(tmp_path / "plain") == tmp_path / "plain"
-    assert local_output("C:/data/out") == Path("C:/data/out")  # a drive letter is no scheme
-    with pytest.raises(UnsupportedOutput):
-        local_output(Path("s3://bucket/x"))  # the Path form "s3:/bucket/x" too
-    with pytest.raises(UnsupportedOutput):
-        local_output("file://elsewhere/x")
+
+def test_a_file_url_is_a_local_folder(tmp_path):
+    from mer_data.locations import UnsupportedLocation, local_folder
+
+    assert local_folder(f"file://{tmp_path}/a%20b") == tmp_path / "a b"
+    assert local_folder(tmp_path / "plain") == tmp_path / "plain"
+    assert local_folder("C:/data/out") == Path("C:/data/out")  # a drive letter is no scheme
+    with pytest.raises(UnsupportedLocation):
+        local_folder(Path("s3://bucket/x"))  # the Path form "s3:/bucket/x" too
+    with pytest.raises(UnsupportedLocation):
+        local_folder("file://elsewhere/x")
 
 
 def test_environment_causes():
