@@ -337,6 +337,10 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
         "reader_stats": plan.reader_stats,
         "checksums": checksums,
     }
+    word_timings = Counter(row["word_timings"] for row in rows if row.get("word_timings"))
+    if word_timings:  # corpora with word timings (IEMOCAP) only
+        card["counts"]["word_timings"] = {status: word_timings.get(status, 0)
+                                          for status in ("present", "missing", "malformed")}
     warnings = empty_split_warnings(per_split, plan.split_report)
     if warnings:  # only then: the cards of conversions with nothing to warn about stay as they were
         card["warnings"] = warnings

@@ -45,10 +45,15 @@ def utterances_of(truth: dict, dialog: str) -> list[dict]:
 
 
 def baseline(truth: dict) -> Counter:
-    """The clean corpus's findings: the release's known cp1252 bytes, one warning per line."""
+    """The clean corpus's findings: the release's known cp1252 bytes, one warning per line, and
+    its utterances without a word segmentation file (the noise-only ones), one warning each."""
     lines = {u["id"]: u["transcript_line"] for u in truth["utterances"]}
-    return Counter(("non-utf8-text", facts["files"]["transcript"], lines[utt], utt)
-                   for facts in truth["dialogs"].values() for utt in facts["non_utf8_ids"])
+    found = Counter(("non-utf8-text", facts["files"]["transcript"], lines[utt], utt)
+                    for facts in truth["dialogs"].values() for utt in facts["non_utf8_ids"])
+    found.update(("missing-word-timings", f"{facts['files']['alignment']}/{u['id']}.wdseg", None, u["id"])
+                 for u in truth["utterances"] if u["wdseg"] is None
+                 for facts in [truth["dialogs"][u["dialog"]]])
+    return found
 
 
 # --------------------------------------------------------------------------------------------
