@@ -524,8 +524,7 @@ def _with_words(utterance: Utterance, root: Path, dialog: IemocapDialog, tally: 
     words, problem, status = read_word_timings(root, rel)
     tally.counts[f"word_timings_{status}"] += 1
     notes = utterance.notes + ((f"word_timings: {problem.format()}",) if problem else ())
-    return replace(utterance, words=None if words is None else tuple(words), word_timings=status, notes=notes,
-                   sources=dict(utterance.sources, words=rel))
+    return replace(utterance, words=None if words is None else tuple(words), word_timings=status, notes=notes)
 
 
 def read_word_timings(root: Path, rel: str) -> tuple[list | None, Problem | None, str]:
