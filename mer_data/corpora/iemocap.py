@@ -12,7 +12,10 @@ Policy on damaged input, so that nothing vanishes silently:
   rejected with a `Problem` naming the label line: an utterance without its text is not trained on
   silently (`mer validate` calls it an error, `label-without-transcript` / `missing-file`);
 - an EmoEvaluation file without a single block head (emptied, or only its `%` header) is a
-  `Problem` naming the file: its dialog does not vanish without a word.
+  `Problem` naming the file: its dialog does not vanish without a word;
+- an utterance's word timings (`sentences/ForcedAlignment/<dialog>/<id>.wdseg`, see `wdseg`) that
+  are missing or malformed cost its words only (`Utterance.words` None, `word_timings` says why,
+  a note names file and line), never the utterance: `mer validate` reports them as warnings.
 """
 from __future__ import annotations
 
