@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 import schemas
-from mer_data.corpora.iemocap import read_iemocap
+from mer_data.corpora.iemocap import SIX_CLASSES, read_iemocap
 from mer_data.corpora.wdseg import check_words, mismatch_rate, parse_wdseg, read_wdseg
 from mer_data.validation import ValidateOptions
 from mer_data.validation.shard_audit import _check_words
 from pipelines.validate import validate
+from tests.conftest import convert
 
 # As Sphinx-3 writes it (tab, right-aligned columns), with CRLF line ends, a variant, a filler and
 # the three control tokens.
@@ -68,6 +69,8 @@ def test_check_words_finds_late_unordered_and_mismatched_words():
     kinds = [kind for kind, _ in check_words(words, 1.0, "Goodbye there.")]
     assert kinds == ["word-past-utterance-end", "word-timings-unordered", "word-transcript-mismatch"]
     assert check_words(words[:1], 1.0, "hello!") == []
+    hyphenated = [{"word": "MM-HMM", "start": 0.1, "end": 0.5, "token": "MM-HMM", "filler": False}]
+    assert mismatch_rate(hyphenated, "Mm-hmm. [LAUGHTER]") == 0.0
 
 
 def test_synthetic_wdseg_files_parse_and_lie_inside_their_utterances(small_corpus):
@@ -94,7 +97,7 @@ def copy_release(small_corpus, tmp_path: Path) -> tuple[Path, dict]:
 
 def test_missing_and_malformed_files_cost_the_words_not_the_utterance(small_corpus, tmp_path):
     root, truth = copy_release(small_corpus, tmp_path)
-    missing, malformed = [u for u in truth["utterances"] if u["wdseg"]][:2]
+    missing, malformed = [u for u in truth["utterances"] if u["wdseg"] and u["category"] in SIX_CLASSES][:2]
     (root / missing["wdseg"]).unlink()
     path = root / malformed["wdseg"]
     lines = path.read_text(encoding="utf-8").split("\n")
@@ -115,6 +118,20 @@ def test_missing_and_malformed_files_cost_the_words_not_the_utterance(small_corp
     assert found[("missing-word-timings", missing["id"])].file == missing["wdseg"]
     bad = found[("malformed-word-timings", malformed["id"])]
     assert (bad.file, bad.line, bad.severity) == (malformed["wdseg"], 3, "warning")
+
+    # Converted all the same, with null words, and counted in the card.
+    conversion = convert(root, tmp_path / "shards", split="random:1")
+    assert conversion.rejected == 0
+    words = {}
+    for shard in sorted((tmp_path / "shards").glob("**/*.tar")):
+        with tarfile.open(shard) as tar:
+            words.update((meta["id"], meta["words"]) for meta in
+                         (json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")))
+    assert len(words) == conversion.card["counts"]["total"] and missing["id"] in words and malformed["id"] in words
+    assert words[missing["id"]] is None and words[malformed["id"]] is None
+    present = sum(value is not None for value in words.values())
+    assert conversion.card["counts"]["word_timings"] == {"present": present, "missing": len(words) - present - 1,
+                                                         "malformed": 1}
 
 
 def test_validate_finds_a_word_past_the_utterance_end(small_corpus, tmp_path):

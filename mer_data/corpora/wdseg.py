@@ -151,7 +151,7 @@ def transcript_words(text: str) -> list[str]:
 def mismatch_rate(words: list[dict], text: str) -> float:
     """Share of words that the alignment and the transcript do not have in common (0: the same
     words in the same order), case and punctuation aside; fillers are not counted."""
-    aligned = [w["word"].strip("'").upper() for w in words if not w["filler"]]
+    aligned = [part for w in words if not w["filler"] for part in transcript_words(w["word"])]  # the same rules
     said = transcript_words(text)
     longest = max(len(aligned), len(said))
     if longest == 0:
