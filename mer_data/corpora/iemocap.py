@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mer_data.corpora.wdseg import read_wdseg, wdseg_path
+from mer_data.corpora.wdseg import WORD_TIMING_STATUSES, read_wdseg, wdseg_path
 from mer_data.records import CorpusReading, Problem, Utterance
 
 CORPUS = "iemocap"
@@ -576,7 +576,7 @@ def _stats(dialogs: list[IemocapDialog], utterances: list[Utterance], problems: 
         "transcript_time_mismatches": tally.counts["transcript_time_mismatches"],
         "text_encoding_cp1252": tally.counts["text_encoding_cp1252"],
         "dropped_for_transcript_problems": tally.counts["dropped_for_transcript_problems"],
-        "word_timings": {status: tally.counts[f"word_timings_{status}"] for status in ("present", "missing", "malformed")},
+        "word_timings": {status: tally.counts[f"word_timings_{status}"] for status in WORD_TIMING_STATUSES},
         "problems": len(problems),
     }
 

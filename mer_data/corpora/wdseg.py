@@ -32,6 +32,8 @@ from typing import Any
 from mer_data.records import Problem
 
 FRAME_S = 0.01
+# What became of an utterance's .wdseg file (Utterance.word_timings, the card's counts.word_timings).
+WORD_TIMING_STATUSES = ("present", "missing", "malformed")
 CONTROL_TOKENS = frozenset({"<s>", "</s>", "<sil>"})
 HEADER = ("SFrm", "EFrm", "SegAScr", "Word")
 # A word may end this much after the utterance: one frame of Sphinx's rounding and one of ours.
