@@ -46,6 +46,9 @@ class Utterance:
     `audio_channel` is the channel of the recording's audio that carries this speaker (None: mono
     or downmix). `sources` maps "video", "audio", "transcript", "labels" to paths relative to the
     corpus root; `lines` maps "transcript"/"labels" to 1-based line numbers in those files.
+    `words`: the word timings (IEMOCAP's ForcedAlignment, `corpora.wdseg.WordTiming`, seconds from
+    the utterance start), None where there are none; `word_timings` says why: "present", "missing"
+    (no file), "malformed" (a file out of format), None for a corpus without them (MOSEI).
     """
 
     id: str
@@ -63,6 +66,8 @@ class Utterance:
     lines: dict[str, int | None] = field(default_factory=dict)
     session: int | None = None
     notes: tuple[str, ...] = ()
+    words: tuple[Any, ...] | None = None
+    word_timings: str | None = None
 
 
 @dataclass(frozen=True)

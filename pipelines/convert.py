@@ -25,6 +25,7 @@ from pathlib import Path
 
 import mer_data
 from mer_data.corpora.splits import empty_split_warnings
+from mer_data.corpora.wdseg import WORD_TIMING_STATUSES
 from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOOL_MISSING, EnvironmentFault, advice,
                              environment_cause)
 from mer_data.folder_lock import folder_lock
@@ -313,6 +314,9 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
         "reader_stats": plan.reader_stats,
         "checksums": checksums,
     }
+    word_timings = Counter(row["word_timings"] for row in rows if row.get("word_timings"))
+    if word_timings:  # corpora with word timings (IEMOCAP) only
+        card["counts"]["word_timings"] = {status: word_timings.get(status, 0) for status in WORD_TIMING_STATUSES}
     warnings = empty_split_warnings(per_split, plan.split_report)
     if warnings:  # only then: the cards of conversions with nothing to warn about stay as they were
         card["warnings"] = warnings

@@ -138,7 +138,7 @@ def _stage_sample(utt: Utterance, split: str, cut: CutResult, work: Path) -> tup
     (work / f"{utt.id}.txt").write_text(utt.text, encoding="utf-8")
     members = {"json": f"{utt.id}.json", "txt": f"{utt.id}.txt",
                "flac": Path(cut.flac).name, "mp4": Path(cut.mp4).name}
-    return StagedSample(utt.id, split, utt.recording, members, index_row(meta)), None
+    return StagedSample(utt.id, split, utt.recording, members, index_row(meta, utt.word_timings)), None
 
 
 def sample_metadata(utt: Utterance, split: str, cut: CutResult) -> dict:
@@ -158,6 +158,7 @@ def sample_metadata(utt: Utterance, split: str, cut: CutResult) -> dict:
             "video_minus_interval_s": round(cut.video["duration"] - interval, 6),
             "video_start_offset_s": round(cut.video["start_time"] - utt.start, 6),
         },
+        "words": None if utt.words is None else [word.to_json() for word in utt.words],
         "sources": {
             "video": utt.sources.get("video", ""), "audio": utt.sources.get("audio", ""),
             "transcript": utt.sources.get("transcript"), "labels": utt.sources.get("labels"),
@@ -166,8 +167,11 @@ def sample_metadata(utt: Utterance, split: str, cut: CutResult) -> dict:
     }
 
 
-def index_row(meta: dict) -> dict:
-    """The flat columns of index.parquet for one sample (shard and position are added at packing)."""
+def index_row(meta: dict, word_timings: str | None = None) -> dict:
+    """The flat columns of index.parquet for one sample (shard and position are added at packing).
+
+    `word_timings`: the utterance's Utterance.word_timings ("present", "missing", "malformed";
+    None for a corpus without word timings), counted in the dataset card."""
     row = {
         "key": meta["id"], "split": meta["split"], "recording": meta["recording"], "session": meta["session"],
         "speaker": meta["speaker"], "gender": meta["gender"], "start": meta["start"], "end": meta["end"],
@@ -175,6 +179,7 @@ def index_row(meta: dict) -> dict:
         "audio_samples": meta["audio"]["samples"], "video_frames": meta["video"]["frames"],
         "video_fps": meta["video"]["fps"], "video_black_fraction": meta["video"]["black_fraction"],
         "video_is_black": meta["video"]["is_black"], "face_detection_rate": meta["faces"]["detection_rate"],
+        "word_timings": word_timings,
     }
     label = meta["label"]
     if "category" in label:

@@ -107,6 +107,9 @@ def test_release_layout(corpus):
     for utt in truth["utterances"]:
         assert (root / utt["sentence_wav"]).is_file()
         assert utt["sentence_wav"] == f"Session1/sentences/wav/{utt['dialog']}/{utt['id']}.wav"
+        if utt["wdseg"] is not None:
+            assert utt["wdseg"] == f"Session1/sentences/ForcedAlignment/{utt['dialog']}/{utt['id']}.wdseg"
+            assert (root / utt["wdseg"]).is_file()
     names = set(truth["dialogs"])
     assert names == {"Ses01F_impro01", OFFSET_DIALOG}  # impro and script names, both session letters
 
@@ -153,10 +156,11 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_same_call_gives_identical_bytes(corpus, tmp_path):
-    out, _, _ = corpus
+    out, _, truth = corpus
     synth_iemocap(tmp_path, **SMALL)
     first, second = _digests(out), _digests(tmp_path)
-    assert len(first) == 2 * 4 + 16 + 1
+    aligned = sum(u["wdseg"] is not None for u in truth["utterances"])  # the .wdseg files
+    assert aligned and len(first) == 2 * 4 + 16 + aligned + 1
     assert first == second
 
 

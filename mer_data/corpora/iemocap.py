@@ -12,17 +12,21 @@ Policy on damaged input, so that nothing vanishes silently:
   rejected with a `Problem` naming the label line: an utterance without its text is not trained on
   silently (`mer validate` calls it an error, `label-without-transcript` / `missing-file`);
 - an EmoEvaluation file without a single block head (emptied, or only its `%` header) is a
-  `Problem` naming the file: its dialog does not vanish without a word.
+  `Problem` naming the file: its dialog does not vanish without a word;
+- an utterance's word timings (`sentences/ForcedAlignment/<dialog>/<id>.wdseg`, see `wdseg`) that
+  are missing or malformed cost its words only (`Utterance.words` None, `word_timings` says why,
+  a note names file and line), never the utterance: `mer validate` reports them as warnings.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mer_data.corpora.wdseg import WORD_TIMING_STATUSES, read_wdseg, wdseg_path
 from mer_data.records import CorpusReading, Problem, Utterance
 
 CORPUS = "iemocap"
@@ -110,6 +114,11 @@ class IemocapDialog:
     audio: str
     transcript: str
     labels: str
+    session_dir: str = ""  # the Session folder as found on disk ("Session1")
+
+    def wdseg(self, utterance: str) -> str:
+        """The utterance's word segmentation file (ForcedAlignment), relative to the release root."""
+        return wdseg_path(self.session_dir, self.name, utterance)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +202,7 @@ def discover_dialogs(root: Path) -> tuple[list[IemocapDialog], list[Problem]]:
                 audio=f"{session_dir}/dialog/wav/{name}.wav",
                 transcript=f"{session_dir}/dialog/transcriptions/{name}.txt",
                 labels=rel_labels,
+                session_dir=session_dir,
             )
         )
     return dialogs, problems
@@ -502,11 +512,34 @@ def _read_dialog(root: Path, dialog: IemocapDialog, tally: _Tally) -> tuple[list
             problems.append(Problem(dialog.labels, block.line, f"{missing}: the utterance has no text",
                                     block.utterance))
             continue
-        utterances.append(_utterance_from(block, line, dialog, _notes(block, line, tally)))
+        utterance = _utterance_from(block, line, dialog, _notes(block, line, tally))
+        utterances.append(_with_words(utterance, root, dialog, tally))
 
     labelled = {block.utterance for block in blocks}
     tally.unlabelled([line.utterance for line in lines if line.utterance not in labelled])
     return utterances, problems
+
+
+def _with_words(utterance: Utterance, root: Path, dialog: IemocapDialog, tally: _Tally) -> Utterance:
+    """The utterance with its word timings; a missing or malformed .wdseg leaves them None and a note
+    (validate reports it): an utterance is never lost for its alignment."""
+    rel = dialog.wdseg(utterance.id)
+    words, problem, status = read_word_timings(root, rel)
+    tally.counts[f"word_timings_{status}"] += 1
+    notes = utterance.notes + ((f"word_timings: {problem.format()}",) if problem else ())
+    return replace(utterance, words=None if words is None else tuple(words), word_timings=status, notes=notes)
+
+
+def read_word_timings(root: Path, rel: str) -> tuple[list | None, Problem | None, str]:
+    """(words, problem, status) of one .wdseg file; status "present", "missing" or "malformed"."""
+    path = root / rel
+    if not path.is_file():
+        return None, None, "missing"
+    try:
+        words, problem = read_wdseg(path, rel)
+    except OSError as error:
+        return None, Problem(rel, None, f"cannot read: {error.strerror or error}"), "malformed"
+    return words, problem, "malformed" if problem else "present"
 
 
 def _drop_cross_file_duplicates(utterances: list[Utterance]) -> tuple[list[Utterance], list[Problem]]:
@@ -543,6 +576,7 @@ def _stats(dialogs: list[IemocapDialog], utterances: list[Utterance], problems: 
         "transcript_time_mismatches": tally.counts["transcript_time_mismatches"],
         "text_encoding_cp1252": tally.counts["text_encoding_cp1252"],
         "dropped_for_transcript_problems": tally.counts["dropped_for_transcript_problems"],
+        "word_timings": {status: tally.counts[f"word_timings_{status}"] for status in WORD_TIMING_STATUSES},
         "problems": len(problems),
     }
 

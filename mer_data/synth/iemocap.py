@@ -8,6 +8,8 @@ Layout (as in the real release, for each dialog `<d>` of session N):
     Session{N}/dialog/transcriptions/<d>.txt   `<id> [SSS.SSSS-EEE.EEEE]: text`
     Session{N}/dialog/EmoEvaluation/<d>.txt    `%` header, tab-separated block heads, annotator lines
     Session{N}/sentences/wav/<d>/<id>.wav      16 kHz mono: the utterance cut from its speaker's channel
+    Session{N}/sentences/ForcedAlignment/<d>/<id>.wdseg   Sphinx word segmentation (10 ms frames) from
+                                               the synthetic speech's own span; none for noise-only turns
 
 Conventions the converter relies on:
 - Sides: the actor named by the session letter (the F of `Ses01F_...`) is on the LEFT half of the
@@ -44,7 +46,8 @@ time order (every dialog of 3+ turns has an overlap).
               "xx"), line}], non_utf8_ids [ids whose transcript line holds a cp1252 byte]}}
     utterances: [{id, dialog, session, speaker, gender, side, channel, start, end, category,
                   vad [v, a, d], text (exactly as decoded), noise_only, av_offset, sentence_wav,
-                  transcript_line, labels_line}], in dialog order, then time order.
+                  wdseg (its path, null where there is none), transcript_line, labels_line}], in
+                  dialog order, then time order.
 
 With ids_from="dai2021" the corpus holds exactly the 7,380 utterance ids of the Dai et al. (2021)
 split lists (six-class labels drawn by seed) plus one extra utterance per dialog with another code;
@@ -395,6 +398,7 @@ def dialog_paths(root: Path, script: DialogScript) -> dict[str, Path]:
         "transcript": session / "dialog" / "transcriptions" / f"{script.name}.txt",
         "labels": session / "dialog" / "EmoEvaluation" / f"{script.name}.txt",
         "sentences": session / "sentences" / "wav" / script.name,
+        "alignment": session / "sentences" / "ForcedAlignment" / script.name,
     }
 
 
@@ -454,7 +458,8 @@ def _truth(scripts: list[DialogScript], lines: dict, media: dict, options: dict,
         "sides": {side: {"background": list(faces.SIDE_BACKGROUND[side]), "patch": list(faces.SIDE_PATCH[side]),
                          "patch_size_fraction": faces.PATCH_FRACTION} for side in ("left", "right")},
         "dialogs": {s.name: _dialog_truth(s, media[s.name]) for s in scripts},
-        "utterances": [_utterance_truth(s, turn, lines[s.name]) for s in scripts for turn in s.turns],
+        "utterances": [_utterance_truth(s, turn, lines[s.name], turn.id in media[s.name]["aligned"])
+                       for s in scripts for turn in s.turns],
     }
 
 
@@ -478,7 +483,7 @@ def _dialog_truth(script: DialogScript, media: dict) -> dict:
     }
 
 
-def _utterance_truth(script: DialogScript, turn: Turn, lines: dict) -> dict:
+def _utterance_truth(script: DialogScript, turn: Turn, lines: dict, aligned: bool) -> dict:
     session_folder = f"Session{script.session}"
     return {
         "id": turn.id,
@@ -496,6 +501,7 @@ def _utterance_truth(script: DialogScript, turn: Turn, lines: dict) -> dict:
         "noise_only": turn.text in NOISE_TAGS,
         "av_offset": script.av_offset,
         "sentence_wav": f"{session_folder}/sentences/wav/{script.name}/{turn.id}.wav",
+        "wdseg": f"{session_folder}/sentences/ForcedAlignment/{script.name}/{turn.id}.wdseg" if aligned else None,
         "transcript_line": lines["transcript"][turn.id],
         "labels_line": lines["labels"][turn.id],
     }

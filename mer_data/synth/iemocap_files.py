@@ -6,14 +6,19 @@ one or several labels, empty ones (`C-F1:\t;\t()`), comments, and attribute line
 Transcriptions: `<id> [SSS.SSSS-EEE.EEEE]: text`, plus id-less backchannels and `XX` ids; the
 lines of overlapping turns are written out of time order; cp1252 bytes appear where the text has
 accented letters (the whole file is cp1252, which is plain ASCII elsewhere).
+Word segmentations (`sentences/ForcedAlignment/<dialog>/<id>.wdseg`): Sphinx's format (see
+`corpora.wdseg`), `<s>` over the lead-in silence, the words, `</s>` over the rest; a few common
+words with a pronunciation variant marker (`THE(2)`).
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mer_data.corpora.iemocap import SIX_CLASSES
+from mer_data.corpora.wdseg import transcript_words
 from mer_data.synth.emotions import PROFILES
 from mer_data.synth.script import DialogScript, Turn
 
@@ -122,3 +127,53 @@ def _write_lines(path: Path, lines: list[str], crlf: bool, encoding: str) -> Non
     newline = "\r\n" if crlf else "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes("".join(line + newline for line in lines).encode(encoding))
+
+
+# --------------------------------------------------------------------------------------------
+# Word segmentations
+
+SAMPLES_PER_FRAME = 160  # 10 ms at 16 kHz
+# Words Sphinx's dictionary (cmudict) knows under a second pronunciation, written as variants.
+VARIANT_WORDS = frozenset({"THE", "A", "TO", "WHAT", "AND", "YOU", "THAT", "FOR", "ARE", "WITH"})
+
+
+def wdseg_text(text: str, span: tuple[int, int], n_samples: int) -> str | None:
+    """The .wdseg file of an utterance whose speech fills samples [first, last) of its n_samples.
+
+    The synthesizer gives the speech's span, not each word's: the span is shared among the words
+    in proportion to their letters (a steady speaking rate). None where the text has no words (a
+    noise-only turn) or the span has fewer frames than words: no alignment, as for a few real ones.
+    """
+    words = transcript_words(text)
+    first, last = span[0] // SAMPLES_PER_FRAME, -(-span[1] // SAMPLES_PER_FRAME) - 1
+    n_frames = n_samples // SAMPLES_PER_FRAME
+    last = min(last, n_frames - 1)
+    if not words or last - first + 1 < len(words):
+        return None
+    weights = np.cumsum([len(word) for word in words]) / sum(len(word) for word in words)
+    ends = [first + int(round(w * (last - first + 1))) - 1 for w in weights]
+    for i in range(len(ends)):  # every word at least one frame, the last one ending with the speech
+        ends[i] = max(ends[i], (ends[i - 1] if i else first - 1) + 1)
+    ends = [min(end, last - (len(ends) - 1 - i)) for i, end in enumerate(ends)]
+    segments = [(0, first - 1, "<s>")] if first > 0 else []
+    starts = [first] + [end + 1 for end in ends[:-1]]
+    segments += [(start, end, _variant(word)) for start, end, word in zip(starts, ends, words)]
+    if last < n_frames - 1:
+        segments.append((last + 1, n_frames - 1, "</s>"))
+    lines = [f"\t{'SFrm':>5} {'EFrm':>5} {'SegAScr':>10} Word"]
+    total = 0
+    for start, end, token in segments:
+        score = _acoustic_score(start, end, token)
+        total += score
+        lines.append(f"\t{start:5d} {end:5d} {score:10d} {token}")
+    lines.append(f" Total score: {total:11d}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _variant(word: str) -> str:
+    return f"{word}(2)" if word in VARIANT_WORDS else word
+
+
+def _acoustic_score(start: int, end: int, token: str) -> int:
+    """A negative log-likelihood-like score, deterministic: about -9000 per frame."""
+    return -((end - start + 1) * 9000 + zlib.crc32(f"{token}{start}".encode()) % 4000)

@@ -21,7 +21,8 @@ import numpy as np
 
 from mer_data.synth import faces
 from mer_data.synth.script import DialogScript, Turn
-from mer_data.synth.voice import SAMPLE_RATE, speak
+from mer_data.synth.iemocap_files import wdseg_text
+from mer_data.synth.voice import SAMPLE_RATE, speak_timed
 
 FPS = Fraction(30000, 1001)
 CROSS_TALK = 0.05
@@ -49,31 +50,36 @@ def render_dialog(script: DialogScript, paths: dict[str, Path], frame_size: tupl
     """Write the dialog's WAV, sentence WAVs (under paths["sentences"]) and AVI; return their facts."""
     cv2.setNumThreads(1)  # dialogs already run in parallel processes
     rng = np.random.default_rng(list(script.seed))
-    channels = dialog_audio(script, engine, rng)
+    channels, spans = dialog_audio(script, engine, rng)
     pcm = to_pcm16(channels)
     write_wav(paths["audio"], pcm)
     write_sentences(script, pcm, paths["sentences"])
+    aligned = write_word_segmentations(script, spans, paths["alignment"])
     frames = write_video(script, channels, paths["video"], frame_size, rng)
-    return {"samples": int(pcm.shape[1]), "frames": frames}
+    return {"samples": int(pcm.shape[1]), "frames": frames, "aligned": aligned}
 
 
 # --------------------------------------------------------------------------------------------
 # Audio
 
 
-def dialog_audio(script: DialogScript, engine: str, rng: np.random.Generator) -> np.ndarray:
-    """Float audio, shape (2, samples): each speaker on their channel, plus noise and cross-talk."""
+def dialog_audio(script: DialogScript, engine: str,
+                 rng: np.random.Generator) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """Float audio, shape (2, samples): each speaker on their channel, plus noise and cross-talk;
+    and per turn id the span of its speech in samples from the turn's start."""
     n = sample_count(script.duration)
     clean = {speaker: np.zeros(n, dtype=np.float32) for speaker in ("F", "M")}
+    spans = {}
     for turn in script.turns:
         first, last = _sample_span(turn)
-        clean[turn.speaker][first:last] += speak(turn.text, last - first, turn.speaker, turn.style, rng, engine)
+        speech, spans[turn.id] = speak_timed(turn.text, last - first, turn.speaker, turn.style, rng, engine)
+        clean[turn.speaker][first:last] += speech
     right_speaker = "M" if script.left_speaker == "F" else "F"
     mixed = np.zeros((2, n), dtype=np.float32)
     for channel, own, other in ((0, script.left_speaker, right_speaker), (1, right_speaker, script.left_speaker)):
         noise = rng.normal(0, NOISE_STD, n).astype(np.float32)
         mixed[channel] = clean[own] + CROSS_TALK * clean[other] + noise
-    return mixed
+    return mixed, spans
 
 
 def _sample_span(turn: Turn) -> tuple[int, int]:
@@ -90,6 +96,19 @@ def write_sentences(script: DialogScript, pcm: np.ndarray, folder: Path) -> None
         first, last = _sample_span(turn)
         channel = script.channel_of(turn.speaker)
         write_wav(folder / f"{turn.id}.wav", pcm[channel : channel + 1, first:last])
+
+
+def write_word_segmentations(script: DialogScript, spans: dict[str, tuple[int, int]], folder: Path) -> list[str]:
+    """One .wdseg per turn whose speech can be aligned (see `iemocap_files.wdseg_text`); the ids written."""
+    written = []
+    for turn in script.turns:
+        first, last = _sample_span(turn)
+        text = wdseg_text(turn.text, spans[turn.id], last - first)
+        if text is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{turn.id}.wdseg").write_text(text, encoding="utf-8")
+            written.append(turn.id)
+    return written
 
 
 def write_wav(path: Path, pcm: np.ndarray) -> None:

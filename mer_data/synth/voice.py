@@ -66,6 +66,12 @@ def engine_version(engine: str) -> str | None:
 
 def speak(text: str, n_samples: int, speaker: str, style: Style, rng: np.random.Generator, engine: str) -> np.ndarray:
     """Speech for `text` fitted into exactly `n_samples` samples at SAMPLE_RATE (float32)."""
+    return speak_timed(text, n_samples, speaker, style, rng, engine)[0]
+
+
+def speak_timed(text: str, n_samples: int, speaker: str, style: Style, rng: np.random.Generator,
+                engine: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """`speak`'s samples and the span [first, last) of them that the speech fills (its timing)."""
     if text in NOISE_TAGS:
         level = SPEECH_RMS * style.energy * NOISE_LEVELS[text]
         return _fit(_noise_sound(text, n_samples, speaker, style, rng), n_samples, level)
@@ -83,8 +89,8 @@ def speak(text: str, n_samples: int, speaker: str, style: Style, rng: np.random.
     return _fit(speech, n_samples, SPEECH_RMS * style.energy)
 
 
-def _fit(speech: np.ndarray, n_samples: int, rms: float) -> np.ndarray:
-    """Put speech at a short lead-in into n_samples, scaled to the given RMS."""
+def _fit(speech: np.ndarray, n_samples: int, rms: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Put speech at a short lead-in into n_samples, scaled to the given RMS; also its span."""
     speech = _normalise(_trim_silence(speech), rms)
     lead = _lead(n_samples)
     room = n_samples - 2 * lead
@@ -94,7 +100,7 @@ def _fit(speech: np.ndarray, n_samples: int, rms: float) -> np.ndarray:
         speech[len(speech) - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
     out = np.zeros(n_samples, dtype=np.float32)
     out[lead : lead + len(speech)] = speech
-    return out
+    return out, (lead, lead + len(speech))
 
 
 def _lead(n_samples: int) -> int:

@@ -47,6 +47,13 @@ KINDS: dict[str, Kind] = {
     "transcript-time-mismatch": Kind("warning", "transcript and label times of an utterance differ"),
     "overlapping-intervals": Kind("warning", "two utterances of the same speaker overlap in time"),
     "annotation-problem": Kind("error", "another problem the corpus reader reported"),
+    "missing-word-timings": Kind("warning", "IEMOCAP: an utterance without its ForcedAlignment .wdseg file (its words "
+                                 "are null)"),
+    "malformed-word-timings": Kind("warning", "IEMOCAP: a .wdseg file out of Sphinx's format (the utterance's words are "
+                                   "null; the utterance is converted)"),
+    "word-past-utterance-end": Kind("warning", "a word timing outside the utterance's interval"),
+    "word-timings-unordered": Kind("warning", "word timings out of time order, overlapping or empty"),
+    "word-transcript-mismatch": Kind("warning", "the aligned words differ from the transcript's beyond the threshold"),
     # Media of a raw release
     "missing-media": Kind("error", "a recording's video or audio file is absent"),
     "unreadable-media": Kind("error", "ffprobe cannot read a media file, or it lacks its stream"),

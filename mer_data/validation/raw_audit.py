@@ -30,7 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mer_data.corpora import iemocap, mosei
+from mer_data.corpora import iemocap, mosei, wdseg
 from mer_data.media.audio import SAMPLE_RATE
 from mer_data.media.probe import MediaError, MediaNotFoundError, decode_video, probe_media
 from mer_data.media.video import claimed_frames, frame_range
@@ -196,7 +196,32 @@ def _audit_iemocap_annotations(job: RecordingJob) -> RecordingAudit:
         transcript_lines, transcript_problems = lines
         audit.findings += [reader_finding(problem) for problem in transcript_problems]
         audit.findings += _iemocap_id_agreement(blocks, label_problems, transcript_lines, transcript_problems, job)
+        audit.findings += _word_timing_findings(blocks, transcript_lines, job)
     return audit
+
+
+def _word_timing_findings(blocks, lines, job: RecordingJob) -> list[Finding]:
+    """Each converted utterance's .wdseg, as the reader reads it, against its interval and its text."""
+    line_of = {line.utterance: line for line in lines}
+    session_dir = Path(job.labels).parts[0]
+    findings = []
+    for block in blocks:
+        line = line_of.get(block.utterance)
+        if line is None:
+            continue  # not converted: its finding is label-without-transcript
+        rel = wdseg.wdseg_path(session_dir, job.recording, block.utterance)
+        words, problem, status = iemocap.read_word_timings(Path(job.root), rel)
+        if status == "missing":
+            findings.append(finding("missing-word-timings", "no word segmentation file: the utterance's words are "
+                                    "null", file=rel, id=block.utterance))
+        elif problem is not None:
+            findings.append(finding("malformed-word-timings", f"{problem.reason}; the utterance's words are null",
+                                    file=rel, line=problem.line, id=block.utterance))
+        else:
+            findings += [finding(kind, message, file=rel, id=block.utterance)
+                         for kind, message in wdseg.check_words([w.to_json() for w in words],
+                                                                block.end - block.start, line.text)]
+    return findings
 
 
 def _read_iemocap_transcript(root: Path, job: RecordingJob, audit: RecordingAudit):

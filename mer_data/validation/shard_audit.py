@@ -33,6 +33,7 @@ from typing import Any
 import soundfile as sf
 
 import schemas
+from mer_data.corpora import wdseg
 from mer_data.media.audio import SAMPLE_RATE
 from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line
 from mer_data.shards.hashing import sha256_file
@@ -246,7 +247,16 @@ def _check_sample(sample: _Sample, facts: SampleFacts, shard: str, workdir: Path
                                     f"(threshold {options.face_rate_threshold:.0%})",
                                     file=shard, id=key, rate=facts.face_rate))
         _check_black(meta, key, shard, findings)
+        _check_words(meta, key, shard, findings)
     return meta
+
+
+def _check_words(meta: dict, key: str, shard: str, findings: list[Finding]) -> None:
+    """The sample's word timings (metadata `words`, 1.1) against its interval and its text."""
+    words = meta.get("words")
+    if words:
+        findings += [finding(kind, message, file=shard, id=key)
+                     for kind, message in wdseg.check_words(words, meta["duration"], meta["text"])]
 
 
 def _check_black(meta: dict, key: str, shard: str, findings: list[Finding]) -> None:
