@@ -608,7 +608,7 @@ def bar_figure(comparison: Comparison, metric: str) -> str:
     """A <figure> with an inline SVG grouped bar plot: per class and the mean, one bar per run."""
     svg = bar_chart_svg(f"bars-{metric}", [*comparison.label_names, MEAN],
                         [(row.label, [row.value(metric, c) for c in [*comparison.label_names, MEAN]])
-                         for row in comparison.rows], y_label=f"{TERMINAL_LABELS[metric]} %")
+                         for row in comparison.rows], y_label=_with_unit(TERMINAL_LABELS[metric], metric))
     caption = f"{HEADERS[metric]}, per class and mean, one bar per run (hover a bar for its value)."
     return f'<figure class="plot" id="fig-{metric}">\n{svg}\n<figcaption>{_text(caption)}</figcaption>\n</figure>'
 

@@ -126,6 +126,7 @@ def test_sentiment_training_lowers_the_loss_and_evaluate_and_compare_name_the_me
     comparison = compare_runs([run], split="valid")
     assert comparison.metrics[0] == "mae" and "Acc-2 (non0" in comparison.markdown
     assert f"{metrics['mean']['mae']:.3f}" in comparison.markdown   # a number, not a percent
+    assert 'id="fig-acc7"' in comparison.html and 'id="fig-mae"' not in comparison.html   # bars: fractions only
 
 
 def test_sentiment_on_iemocap_shards_is_refused_with_one_error_line(tmp_path):
