@@ -444,6 +444,11 @@ _RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their message
                    "LF-RNN (late-fusion LSTMs) or LF-Transformer: two-phase baselines on a FEATS folder "
                    "(`mer features`), every modality of a chosen role used.")
 @click.option("--modalities", default="tav", show_default=True, help="Any non-empty subset of t (text), a (audio), v (video).")
+@click.option("--task", type=click.Choice(["emotion", "sentiment"]), default="emotion", show_default=True,
+              help="emotion: the corpus's emotion labels (one-vs-rest, BCE). sentiment: CMU-MOSEI's sentiment score "
+                   "in [-3, 3], one regression output, early stopping on validation MAE (refused for IEMOCAP).")
+@click.option("--sentiment-loss", type=click.Choice(["l1", "mse"]), default="l1", show_default=True,
+              help="The sentiment task's loss: L1 (the MulT/MISA convention) or MSE.")
 @click.option("--top-p", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="MESM: attention mass of the positions kept for the sparse CNN blocks.")
 @click.option("--top-p-warmup", default=0, show_default=True, type=click.IntRange(0),
@@ -456,7 +461,7 @@ _RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their message
 @click.option("--text-lr-factor", default=0.1, show_default=True, type=float,
               help="The pretrained text encoder's learning rate is lr times this.")
 @click.option("--patience", default=6, show_default=True, type=click.IntRange(1),
-              help="Early stopping: epochs without a better validation mean F1.")
+              help="Early stopping: epochs without a better validation mean F1 (sentiment: MAE).")
 @click.option("--text-encoder", default=None, help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
 @click.option("--frame-interval-ms", default=None, type=click.IntRange(1), help="[default: the shards' face interval]")
 @click.option("--crop-size", default=48, show_default=True, type=click.IntRange(8))
@@ -480,7 +485,7 @@ _RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their message
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_data_safety_options
-def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
+def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
                   keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
@@ -492,6 +497,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
       mer train shards/ --model mesm --top-p 0.5 --out runs/mesm
       mer train shards/ --modalities a --epochs 10 --out runs/audio-only
       mer train feats/ --model lf-rnn --out runs/lf-rnn
+      mer train mosei-shards/ --task sentiment --out runs/fe2e-sentiment
       mer train --resume runs/fe2e          # continue a killed or finished run
     """
     from mer_data.folder_lock import FolderLocked
@@ -507,7 +513,7 @@ def train_command(shards, model_kind, modalities, top_p, top_p_warmup, epochs, b
                          batch_size=batch_size, lr=lr, text_lr_factor=text_lr_factor, patience=patience,
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
                          device=device, amp=amp, workers=workers, seed=seed, init_from=init_from,
-                         keep_checkpoints=keep_checkpoints,
+                         keep_checkpoints=keep_checkpoints, task=task, sentiment_loss=sentiment_loss,
                          model_options=_model_options(model_options))
     folder = run or resume_run
     try:
@@ -624,13 +630,17 @@ def features() -> None:
               help="Token embeddings of a frozen text encoder.")
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
+@click.option("--task", type=click.Choice(["emotion", "sentiment"]), default="emotion", show_default=True,
+              help="The training target stored per row: the emotion labels, or CMU-MOSEI's sentiment score "
+                   "(for `mer train --task sentiment`).")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local Dask workers [default: CPU count].")
 @click.option("--scheduler", default=None, help=SCHEDULER_HELP)
 @_scheduler_tls_options
 @click.option("--overwrite", is_flag=True,
               help="Start over, replacing FEATS's feature tables (needed when the options or the shards changed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def features_extract_command(shards, feats, audio, visual, text, text_encoder, workers, scheduler, overwrite, quiet):
+def features_extract_command(shards, feats, audio, visual, text, text_encoder, task, workers, scheduler, overwrite,
+                             quiet):
     """Extract per-utterance feature sequences from SHARDS into per-split Parquet tables in FEATS.
 
     One Dask task per shard writes FEATS/<split>/part-NNNNNN.parquet; features.json (the card) is
@@ -650,7 +660,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, w
         raise click.UsageError("give --workers or --scheduler, not both")
     options = FeatureOptions(audio=audio, visual=visual, text=text, text_encoder=text_encoder)
     report = extract_features(shards, feats, options, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                              progress=show_progress(quiet))
+                              progress=show_progress(quiet), task=task)
     click.echo(report.summary())
     sys.exit(EXIT_REJECTED if report.errors else 0)
 

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 
 from model import checkpoint as ckpt
 from model.shard_check import data_changes
-from model.report import CORPUS_TITLES, HEADERS, METRICS_JSON, TERMINAL_LABELS
+from model.report import (CORPUS_TITLES, HEADERS, METRICS_JSON, PLAIN_NUMBER_METRICS, TERMINAL_LABELS, format_figure,
+                          is_lower_better)
 
 MEAN = "mean"
 MISSING = "–"
@@ -295,7 +296,7 @@ COST_COLUMNS = (
 
 
 def metric_cell_texts(comparison: Comparison, metric: str, column: str) -> list[str]:
-    return [_percent(row.value(metric, column)) for row in comparison.rows]
+    return [format_figure(metric, row.value(metric, column)) for row in comparison.rows]
 
 
 def cost_cell_texts(comparison: Comparison, column: CostColumn) -> list[str]:
@@ -324,7 +325,8 @@ def best_labels(comparison: Comparison) -> dict[str, list[str]]:
     best = {}
     for metric in comparison.metrics:
         for column in [*comparison.label_names, MEAN]:
-            positions = best_positions(metric_cell_texts(comparison, metric, column))
+            positions = best_positions(metric_cell_texts(comparison, metric, column),
+                                       lower_is_better=is_lower_better(metric))
             best[f"{metric}:{column}"] = [labels[i] for i in sorted(positions)]
     for column in COST_COLUMNS:
         positions = best_positions(cost_cell_texts(comparison, column), lower_is_better=column.lower_is_better,
@@ -353,7 +355,7 @@ def epochs_text(row: ComparisonRow) -> str:
 
 
 def summary_headers(comparison: Comparison) -> list[str]:
-    means = [f"mean {TERMINAL_LABELS[m]} %" for m in comparison.metrics]
+    means = [f"mean {_with_unit(TERMINAL_LABELS[m], m)}" for m in comparison.metrics]
     return ["run", *means, *(c.header for c in COST_COLUMNS), "best epoch"]
 
 
@@ -362,7 +364,7 @@ def summary_cells(comparison: Comparison) -> list[list[tuple[str, bool]]]:
     columns: list[list[tuple[str, bool]]] = []
     for metric in comparison.metrics:
         texts = metric_cell_texts(comparison, metric, MEAN)
-        best = best_positions(texts)
+        best = best_positions(texts, lower_is_better=is_lower_better(metric))
         columns.append([(t, i in best) for i, t in enumerate(texts)])
     for column in COST_COLUMNS:
         texts = cost_cell_texts(comparison, column)
@@ -377,7 +379,7 @@ def metric_table_cells(comparison: Comparison, metric: str) -> list[list[tuple[s
     columns = []
     for column in [*comparison.label_names, MEAN]:
         texts = metric_cell_texts(comparison, metric, column)
-        best = best_positions(texts)
+        best = best_positions(texts, lower_is_better=is_lower_better(metric))
         columns.append([(t, i in best) for i, t in enumerate(texts)])
     return [list(cells) for cells in zip(*columns)]
 
@@ -445,6 +447,8 @@ def _extraction_text(extraction: dict[str, float] | None) -> str:
 
 
 def preamble(comparison: Comparison) -> list[str]:
+    if comparison.rows[0].metrics.get("task") == "sentiment":
+        return sentiment_preamble(comparison)
     split = comparison.split
     counts = sorted({row.metrics["utterances"].get(split) for row in comparison.rows}, key=str)
     valid = sorted({row.metrics["utterances"].get("valid") for row in comparison.rows}, key=str)
@@ -455,6 +459,22 @@ def preamble(comparison: Comparison) -> list[str]:
         "Bold: the best in its column (highest metric and samples/s; lowest parameters, FLOPs and training time).",
         "Cost: parameters of the torch model; FLOPs counted by torch's FlopCounterMode over one forward pass per "
         "sample; training time summed over all epochs run; see docs/comparison.md.",
+    ]
+
+
+def _with_unit(label: str, metric: str, separator: str = " ") -> str:
+    """A metric's label with "%" appended where its values are percent and the label does not say so."""
+    return label if metric in PLAIN_NUMBER_METRICS or label.endswith("%") else f"{label}{separator}%"
+
+
+def sentiment_preamble(comparison: Comparison) -> list[str]:
+    split = comparison.split
+    counts = sorted({row.metrics["utterances"].get(split) for row in comparison.rows}, key=str)
+    return [
+        f"{len(comparison.rows)} runs; {' / '.join(map(str, counts))} {split} utterances. CMU-MOSEI sentiment "
+        "(regression in [-3, 3]) as mer evaluate scores it: MAE and Pearson r as numbers, the accuracies and F1 "
+        "in percent; definitions in docs/training.md.",
+        "Bold: the best in its column (lowest MAE, parameters, FLOPs and training time; highest of the rest).",
     ]
 
 
@@ -471,7 +491,7 @@ def render_markdown(comparison: Comparison) -> str:
     lines += _markdown_table(summary_headers(comparison), comparison, summary_cells(comparison))
     lines += ["", *(f"{_markdown_text(note)}  " for note in footnotes(comparison)), ""]
     for metric in comparison.metrics:
-        lines += [f"## {HEADERS[metric]}, %", ""]
+        lines += [f"## {_with_unit(HEADERS[metric], metric, ', ')}", ""]
         lines += _markdown_table(["run", *comparison.label_names, MEAN], comparison,
                                  metric_table_cells(comparison, metric)) + [""]
     details = [cost_details(row) for row in comparison.rows]
@@ -522,9 +542,10 @@ def render_html(comparison: Comparison) -> str:
     """The whole page: self-contained (no script, no URL), deterministic."""
     from mer_data.validation.html import PAGE_STYLE
 
-    accuracy = [m for m in comparison.metrics if m not in ("f1", "auc")]
+    # Bars show fractions on a 0-100 % axis: MAE and Pearson r (sentiment) are in the tables only.
+    accuracy = [m for m in comparison.metrics if m not in ("f1", "auc", *PLAIN_NUMBER_METRICS)]
     figures = [bar_figure(comparison, metric) for metric in ["f1", *accuracy] if metric in comparison.metrics]
-    tables = [f"<h2>{_text(HEADERS[m])}, %</h2>\n" + _html_table(["run", *comparison.label_names, MEAN], comparison,
+    tables = [f"<h2>{_text(_with_unit(HEADERS[m], m, ', '))}</h2>\n" + _html_table(["run", *comparison.label_names, MEAN], comparison,
                                                                   metric_table_cells(comparison, m))
               for m in comparison.metrics]
     details = [cost_details(row) for row in comparison.rows]
@@ -587,7 +608,7 @@ def bar_figure(comparison: Comparison, metric: str) -> str:
     """A <figure> with an inline SVG grouped bar plot: per class and the mean, one bar per run."""
     svg = bar_chart_svg(f"bars-{metric}", [*comparison.label_names, MEAN],
                         [(row.label, [row.value(metric, c) for c in [*comparison.label_names, MEAN]])
-                         for row in comparison.rows], y_label=f"{TERMINAL_LABELS[metric]} %")
+                         for row in comparison.rows], y_label=_with_unit(TERMINAL_LABELS[metric], metric))
     caption = f"{HEADERS[metric]}, per class and mean, one bar per run (hover a bar for its value)."
     return f'<figure class="plot" id="fig-{metric}">\n{svg}\n<figcaption>{_text(caption)}</figcaption>\n</figure>'
 

@@ -12,6 +12,10 @@ so the run's own eval-<split>/ (which `mer compare` reads) is left as it is.
 
 The same for the two-phase baselines (lf-rnn, lf-transformer): the `shards` argument then names a
 FEATS folder, and the normalisation statistics come from the checkpoint (the training split's).
+
+A sentiment run (`--task sentiment`) is scored by model.metrics.sentiment_metrics on the evaluated
+split alone (nothing is tuned on validation): MAE, Pearson r, Acc-2 (has0 and non0) with their
+weighted F1, Acc-7 and Acc-5; scores.parquet then holds each utterance's prediction and target.
 """
 from __future__ import annotations
 
@@ -56,7 +60,6 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     The data is the run's (its stored absolute locations; a warning to `log`, default stderr, when it
     changed since training) or `shards`. `allow_command_urls` applies to `shards` only, never to the
     stored locations; `allow_partial`: see model/shard_check.py (recorded in metrics["run"])."""
-    from model.metrics import evaluate_scores
     from model.report import write_report
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch, log=log)
@@ -74,8 +77,7 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
     expected, tested_notes = ((valid_expected, []) if split == "valid"
                               else pass_notes(tested_loader, len(tested["ids"])))
-    metrics = evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
-                              list(config.label_names), split=split)
+    metrics = split_metrics(config, valid, tested, split)
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": model.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "samples_expected": expected, "corpus": config.corpus}
@@ -92,15 +94,29 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
         metrics["run"]["features"] = ", ".join(model.input_names)
     out = ckpt.evaluation_folder(run, split, top_p)
     write_report(metrics, out)
-    write_scores(out / "scores.parquet", tested, config.label_names)
+    write_scores(out / "scores.parquet", tested, config.label_names, regression=config.task == "sentiment")
     return metrics
 
 
-def write_scores(path: Path, predicted: dict, label_names) -> None:
+def split_metrics(config, valid: dict, tested: dict, split: str) -> dict:
+    """The evaluated split's metrics: emotion thresholds tuned on `valid`; sentiment on `tested` alone."""
+    from model.metrics import evaluate_scores, sentiment_metrics
+
+    if config.task == "sentiment":
+        metrics = sentiment_metrics(tested["scores"], tested["targets"], split=split)
+        metrics["utterances"]["valid"] = len(valid["ids"])
+        metrics["loss"] = config.sentiment_loss
+        return metrics
+    return evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
+                           list(config.label_names), split=split)
+
+
+def write_scores(path: Path, predicted: dict, label_names, *, regression: bool = False) -> None:
+    """Every utterance's score and target per label (a regression's targets stay floats)."""
     table = pd.DataFrame({"id": predicted["ids"]})
     for i, name in enumerate(label_names):
         table[f"score_{name}"] = predicted["scores"][:, i]
-        table[f"target_{name}"] = predicted["targets"][:, i].astype("int8")
+        table[f"target_{name}"] = predicted["targets"][:, i] if regression else predicted["targets"][:, i].astype("int8")
     path.parent.mkdir(parents=True, exist_ok=True)
     with ckpt.atomic_path(path) as temp:
         table.to_parquet(temp, index=False)

@@ -4,6 +4,8 @@ IEMOCAP: the categories named by the conversion's `classes` option (by default t
 ang exc fru hap neu sad), one-hot over them; the nets train them as one-vs-rest binary tasks.
 CMU-MOSEI: the six emotions happy sad anger surprise disgust fear, multi-hot (present when the
 intensity is > 0), exactly as the converter writes `label.multi_hot`.
+The sentiment task (CMU-MOSEI only, `mer train --task sentiment`): one regression target, the
+label's `sentiment` in [-3, 3], under the single label name "sentiment" (SENTIMENT_LABELS).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from mer_data.corpora.iemocap import SIX_CLASSES
 from mer_data.corpora.mosei import MOSEI_EMOTIONS
 
 CORPORA = ("iemocap", "mosei")
+TASKS = ("emotion", "sentiment")
+SENTIMENT_LABELS = ("sentiment",)   # the label space of the sentiment task: one regression output
 
 
 class LabelError(ValueError):
@@ -64,6 +68,8 @@ def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
     the sample (a loader must not drop samples silently: select the classes at conversion time).
     MOSEI: `label.multi_hot`, reordered to `label_names` (any subset of the six emotions).
     """
+    if tuple(label_names) == SENTIMENT_LABELS:
+        return sentiment_target(meta)
     sample_id = meta.get("id", "<no id>")
     corpus = meta.get("corpus")
     label = meta.get("label") or {}
@@ -86,6 +92,29 @@ def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
                              f"({', '.join(MOSEI_EMOTIONS)})")
         return np.array([multi_hot[MOSEI_EMOTIONS.index(name)] for name in label_names], dtype=np.float32)
     raise LabelError(f"{sample_id}: unknown corpus {corpus!r}: expected one of {', '.join(CORPORA)}")
+
+
+def sentiment_target(meta: dict[str, Any]) -> np.ndarray:
+    """The float32 target [1] of the sentiment task: a MOSEI sample's `label.sentiment` in [-3, 3].
+
+    Any other corpus, or a sample without a finite sentiment, is an error naming the sample."""
+    sample_id = meta.get("id", "<no id>")
+    if meta.get("corpus") != "mosei":
+        raise LabelError(f"{sample_id}: the sentiment task needs CMU-MOSEI samples; this one is "
+                         f"{meta.get('corpus')!r}")
+    value = (meta.get("label") or {}).get("sentiment")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -3 <= value <= 3:
+        raise LabelError(f"{sample_id}: label.sentiment must be a number in [-3, 3], not {value!r}")
+    return np.array([value], dtype=np.float32)
+
+
+def check_task(task: str, corpus: str | None, where: str) -> None:
+    """Refuse a task the corpus has no targets for (sentiment: CMU-MOSEI only), naming the data."""
+    if task not in TASKS:
+        raise LabelError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    if task == "sentiment" and corpus != "mosei":
+        raise LabelError(f"{where}: --task sentiment needs CMU-MOSEI data (a sentiment score per utterance);"
+                         f" this is {corpus or 'an unknown corpus'}")
 
 
 def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, tuple[str, ...]]:

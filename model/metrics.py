@@ -313,6 +313,102 @@ def _multiclass(scores: np.ndarray, targets: np.ndarray, label_names: Sequence[s
 
 
 # --------------------------------------------------------------------------------------------
+# CMU-MOSEI sentiment (`mer train --task sentiment`): regression in [-3, 3], scored as MulT and MISA
+# score it (their eval_mosei_senti), so the figures compare with theirs.
+
+SENTIMENT = "sentiment"
+SENTIMENT_HEADLINE = ("mae", "pearson_r", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "acc7")
+SENTIMENT_SECONDARY = ("acc5",)
+LOWER_IS_BETTER = ("mae",)   # every other figure (here and above): higher is better
+SENTIMENT_DEFINITIONS = {
+    "mae": "MAE: mean absolute error |prediction - target| over the utterances (lower is better); the "
+           "raw regression output, not clipped",
+    "pearson_r": "Pearson r: the correlation coefficient of predictions and targets; undefined when either "
+                 "is constant",
+    "acc2_has0": "Acc-2 (has0): binary accuracy of negative vs non-negative, over every utterance: target "
+                 ">= 0 against prediction >= 0 (zeros count as non-negative)",
+    "f1_has0": "F1 (has0): weighted F1 of the has0 task: each class's F1 (negative, non-negative) weighted by "
+               "its share of the targets (scikit-learn's average='weighted', as MulT and MISA report it)",
+    "acc2_non0": "Acc-2 (non0): binary accuracy of negative vs positive over the utterances whose target is "
+                 "not 0: target > 0 against prediction > 0 (a prediction of exactly 0 counts as negative)",
+    "f1_non0": "F1 (non0): weighted F1 of the non0 task (the two classes' F1 weighted by their share of "
+               "the targets, scikit-learn's average='weighted')",
+    "acc7": "Acc-7: 7-class accuracy; prediction and target clipped to [-3, 3], then rounded to the nearest "
+            "integer (numpy's round, halves to even, as the reference code), compared for equality",
+    "acc5": "Acc-5: as Acc-7 with both clipped to [-2, 2] (5 classes)",
+}
+
+
+def sentiment_metrics(predictions, targets, split: str = "test") -> dict[str, Any]:
+    """Every sentiment figure of one split (SENTIMENT_DEFINITIONS), JSON-able (None = undefined).
+
+    Shaped like `evaluate_scores`' result (label_names ["sentiment"], `per_class` and `mean` hold
+    the same figures) so that the report and `mer compare` read it the same way; "task" says which.
+    """
+    predicted, actual = _sentiment_arrays(predictions, targets, split)
+    notes: list[str] = []
+    nonzero = actual != 0
+    figures = {
+        "mae": float(np.mean(np.abs(predicted - actual))),
+        "pearson_r": _pearson(predicted, actual),
+        "acc2_has0": accuracy(confusion_counts(predicted, actual >= 0, 0.0)),
+        "f1_has0": weighted_f1(confusion_counts(predicted, actual >= 0, 0.0)),
+        "acc2_non0": None, "f1_non0": None,
+        "acc7": rounded_accuracy(predicted, actual, 3),
+        "acc5": rounded_accuracy(predicted, actual, 2),
+    }
+    if nonzero.any():
+        counts = confusion_counts(predicted[nonzero], actual[nonzero] > 0, np.nextafter(0.0, 1.0))
+        figures.update(acc2_non0=accuracy(counts), f1_non0=weighted_f1(counts))
+    else:
+        notes.append(f"every {split} target is 0, so Acc-2 (non0) and F1 (non0) are undefined (null)")
+    if figures["pearson_r"] is None:
+        notes.append(f"predictions or targets are constant on the {split} split, so Pearson r is undefined (null)")
+    row = {"utterances": int(actual.size), "nonzero": int(nonzero.sum()), **figures}
+    return {
+        "task": SENTIMENT, "corpus": MOSEI, "split": split, "label_names": [SENTIMENT],
+        "utterances": {split: int(actual.size)},
+        "headline_metrics": list(SENTIMENT_HEADLINE), "secondary_metrics": list(SENTIMENT_SECONDARY),
+        "lower_is_better": list(LOWER_IS_BETTER),
+        "definitions": dict(SENTIMENT_DEFINITIONS),
+        "per_class": {SENTIMENT: row}, "mean": dict(figures), "notes": notes,
+    }
+
+
+def weighted_f1(counts: ConfusionCounts) -> float:
+    """F1 of both classes of a binary task, weighted by their share of the targets (scikit-learn's
+    average='weighted': the negative class's F1 is that of the swapped counts)."""
+    negative = ConfusionCounts(tp=counts.tn, fp=counts.fn, tn=counts.tp, fn=counts.fp)
+    return (counts.positives * f1_score(counts) + counts.negatives * f1_score(negative)) / counts.total
+
+
+def rounded_accuracy(predictions: np.ndarray, targets: np.ndarray, limit: int) -> float:
+    """Share of utterances whose prediction and target, clipped to [-limit, limit] and rounded, agree."""
+    def classes(values):
+        return np.round(np.clip(values, -limit, limit))
+    return float(np.mean(classes(predictions) == classes(targets)))
+
+
+def _pearson(predictions: np.ndarray, targets: np.ndarray) -> float | None:
+    if predictions.size < 2 or np.ptp(predictions) == 0 or np.ptp(targets) == 0:
+        return None
+    return float(np.corrcoef(predictions, targets)[0, 1])
+
+
+def _sentiment_arrays(predictions, targets, split: str) -> tuple[np.ndarray, np.ndarray]:
+    predicted = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    actual = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if predicted.shape != actual.shape:
+        raise ValueError(f"{split} split: {predicted.size} sentiment predictions for {actual.size} targets")
+    if predicted.size == 0:
+        raise ValueError(f"{split} split: no utterances")
+    for name, values in (("prediction", predicted), ("target", actual)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{split} split: non-finite {name} at row {int(np.argwhere(~np.isfinite(values))[0][0])}")
+    return predicted, actual
+
+
+# --------------------------------------------------------------------------------------------
 # Input checks: bad input fails here with a reason, not as a silent wrong number.
 
 

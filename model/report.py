@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.metrics import IEMOCAP, MOSEI
+from model.metrics import IEMOCAP, LOWER_IS_BETTER, MOSEI, SENTIMENT
 
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
@@ -25,6 +25,23 @@ HEADERS = {
 }
 # ASCII only: terminals without UTF-8 print these.
 TERMINAL_LABELS = {"acc": "Acc (plain binary)", "wacc": "WAcc (TP*N/P+TN)/2N", "f1": "F1", "auc": "AUC (ROC)"}
+# The sentiment task's figures (model.metrics.SENTIMENT_DEFINITIONS): MAE and Pearson r as plain
+# numbers, the accuracies and F1 in percent.
+SENTIMENT_HEADERS = {
+    "mae": "MAE (mean absolute error, lower is better)",
+    "pearson_r": "Pearson r (correlation)",
+    "acc2_has0": "Acc-2 (has0: negative vs non-negative, all utterances), %",
+    "f1_has0": "F1 (has0, weighted over both classes), %",
+    "acc2_non0": "Acc-2 (non0: negative vs positive, zero targets left out), %",
+    "f1_non0": "F1 (non0, weighted over both classes), %",
+    "acc7": "Acc-7 (clipped to [-3, 3], rounded), %",
+    "acc5": "Acc-5 (clipped to [-2, 2], rounded), %",
+}
+SENTIMENT_TERMINAL = {"mae": "MAE", "pearson_r": "Pearson r", "acc2_has0": "Acc-2 has0 %", "f1_has0": "F1 has0 %",
+                      "acc2_non0": "Acc-2 non0 %", "f1_non0": "F1 non0 %", "acc7": "Acc-7 %", "acc5": "Acc-5 %"}
+HEADERS.update(SENTIMENT_HEADERS)
+TERMINAL_LABELS.update(SENTIMENT_TERMINAL)
+PLAIN_NUMBER_METRICS = ("mae", "pearson_r")   # shown as they are, not in percent
 MULTICLASS_LABELS = {"acc_6way": "6-way Acc (argmax accuracy)", "uar_6way": "6-way UAR (mean per-class recall)"}
 CORPUS_TITLES = {IEMOCAP: "IEMOCAP", MOSEI: "CMU-MOSEI"}
 PAPER_CITATION = 'Dai, Cahyawijaya, Liu, Fung, "Multimodal End-to-End Sparse Model for Emotion Recognition", NAACL 2021'
@@ -108,6 +125,8 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 def render_markdown(metrics: dict[str, Any]) -> str:
     """The whole report as Markdown: headline tables, secondary tables, thresholds and counts,
     definitions, notes."""
+    if metrics.get("task") == SENTIMENT:
+        return render_sentiment_markdown(metrics)
     names = metrics["label_names"]
     reference = paper_row(metrics)
     lines = [f"# Evaluation: {_title(metrics)}", "", *_markdown_preamble(metrics, reference), ""]
@@ -204,6 +223,8 @@ def _markdown_counts(metrics: dict[str, Any]) -> list[str]:
 
 def terminal_table(metrics: dict[str, Any]) -> str:
     """A compact plain-text table for `mer evaluate`: one line per figure, classes as columns."""
+    if metrics.get("task") == SENTIMENT:
+        return sentiment_terminal_table(metrics)
     names = metrics["label_names"]
     reference = paper_row(metrics)
     rows = [(TERMINAL_LABELS[m], _run_cells(metrics, m))
@@ -246,3 +267,45 @@ def _paper_cells(reference: PaperRow, metric: str, names: list[str]) -> list[str
 
 def _percent(value: float | None) -> str:
     return UNDEFINED if value is None else f"{100 * value:.1f}"
+
+
+# --------------------------------------------------------------------------------------------
+# The sentiment task (model.metrics.sentiment_metrics)
+
+
+def format_figure(metric: str, value: float | None) -> str:
+    """A figure as the tables show it: MAE and Pearson r with three decimals, the others in percent."""
+    if value is None:
+        return UNDEFINED
+    return f"{value:.3f}" if metric in PLAIN_NUMBER_METRICS else f"{100 * value:.1f}"
+
+
+def is_lower_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER
+
+
+def render_sentiment_markdown(metrics: dict[str, Any]) -> str:
+    figures = [*metrics["headline_metrics"], *metrics["secondary_metrics"]]
+    row = metrics["mean"]
+    utterances = metrics["utterances"]
+    lines = [f"# Evaluation: CMU-MOSEI sentiment, {metrics['split']} split", "",
+             f"{utterances[metrics['split']]} {metrics['split']} utterances "
+             f"({metrics['per_class'][SENTIMENT]['nonzero']} with a non-zero target); regression in [-3, 3], "
+             "nothing tuned on validation. MAE and Pearson r as numbers, the others in percent.", ""]
+    run = metrics.get("run") or {}
+    if run:
+        lines += ["Run: " + ", ".join(f"{key} {value}" for key, value in run.items() if value is not None) + ".", ""]
+    lines += ["| | " + " | ".join(SENTIMENT_HEADERS[m] for m in figures) + " |", "|---|" + "---:|" * len(figures),
+              _markdown_row(_run_name(metrics), [format_figure(m, row[m]) for m in figures]), ""]
+    lines += ["## Definitions", "", *[f"- {text}" for text in metrics["definitions"].values()], ""]
+    if metrics["notes"]:
+        lines += ["## Notes", "", *[f"- {note}" for note in metrics["notes"]], ""]
+    return "\n".join(lines)
+
+
+def sentiment_terminal_table(metrics: dict[str, Any]) -> str:
+    figures = [*metrics["headline_metrics"], *metrics["secondary_metrics"]]
+    lines = [f"CMU-MOSEI sentiment, {metrics['split']} split: {metrics['utterances'][metrics['split']]} utterances"]
+    lines += [f"{SENTIMENT_TERMINAL[m]:<13} {format_figure(m, metrics['mean'][m]):>7}" for m in figures]
+    lines += [f"note: {note}" for note in metrics["notes"]]
+    return "\n".join(lines)

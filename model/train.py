@@ -4,7 +4,9 @@ One epoch = one pass over the training shards (shard order and sample order resh
 from the seed), then a pass over the validation shards. After each epoch the run folder gets a
 checkpoint and the epoch's metrics (model/checkpoint.py); early stopping watches the validation
 mean F1 (thresholds tuned on validation, as the paper's protocol), and the final report evaluates
-the best epoch on the test split. `--resume RUN/` continues a killed or finished run from its last
+the best epoch on the test split. `--task sentiment` (CMU-MOSEI only) trains one regression output
+on the sentiment score in [-3, 3] with an L1 or MSE loss instead, and early stopping then watches
+the validation MAE (lower is better; see selection_score). `--resume RUN/` continues a killed or finished run from its last
 complete epoch, with its stored config (the command line's data and model options are ignored).
 
 What a run reads is checked before its folder is written and after every pass (model/shard_check.py:
@@ -63,6 +65,8 @@ class TrainConfig:
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
     data_fingerprint: dict | None = None     # {side file: SHA-256} of the data folders (shard_check.data_fingerprint)
+    task: str = "emotion"                    # or "sentiment": MOSEI's score in [-3, 3], one regression output
+    sentiment_loss: str = "l1"               # the sentiment task's loss: l1 or mse
 
 
 @dataclass
@@ -70,7 +74,7 @@ class EpochResult:
     epoch: int
     train_loss: float
     valid_loss: float
-    valid_mean_f1: float
+    valid_mean_f1: float | None   # None for the sentiment task (valid_mae instead)
     seconds: float
     train_samples: int
     metrics: dict
@@ -81,6 +85,7 @@ class EpochResult:
     train_samples_expected: int | None = None   # what index.parquet lists for the split (None: not known)
     valid_samples_expected: int | None = None
     data_notes: list[str] | None = None   # --allow-partial: what was read short, and why
+    valid_mae: float | None = None   # the sentiment task's validation MAE (the early-stopping figure)
 
     def summary(self) -> dict:
         row = asdict(self)
@@ -113,7 +118,42 @@ def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> 
         corpus, names = label_space_of(config.shards, allow_command_urls=allow_command_urls)
     config.corpus = config.corpus or corpus
     config.label_names = list(config.label_names or names)
+    return check_task_labels(config)
+
+
+SENTIMENT_LOSSES = ("l1", "mse")
+
+
+def check_task_labels(config: TrainConfig) -> TrainConfig:
+    """Refuse a task the data has no targets for; the sentiment task's label space is SENTIMENT_LABELS.
+
+    A baseline's FEATS folder holds the targets of one task (its card's label names), so it must
+    match the run's task."""
+    from model.labels import SENTIMENT_LABELS, check_task
+
+    check_task(config.task, config.corpus, ", ".join(map(str, config.shards)))
+    if config.task == "sentiment" and config.sentiment_loss not in SENTIMENT_LOSSES:
+        raise ValueError(f"--sentiment-loss must be one of {', '.join(SENTIMENT_LOSSES)}, not {config.sentiment_loss!r}")
+    sentiment_labels = tuple(config.label_names) == SENTIMENT_LABELS
+    if is_feature_model(config.model) and sentiment_labels != (config.task == "sentiment"):
+        held = "sentiment" if sentiment_labels else "emotion"
+        raise ValueError(f"{config.shards[0]}: this feature folder holds {held} targets, not those of --task"
+                         f" {config.task}; extract features with `mer features --task {config.task}`")
+    if config.task == "sentiment":
+        config.label_names = list(SENTIMENT_LABELS)
     return config
+
+
+def loss_function(config: TrainConfig, reduction: str = "mean") -> nn.Module:
+    """The training loss: BCE on the logits (emotion), or L1 / MSE on the regression output (sentiment)."""
+    if config.task != "sentiment":
+        return nn.BCEWithLogitsLoss(reduction=reduction)
+    return {"l1": nn.L1Loss, "mse": nn.MSELoss}[config.sentiment_loss](reduction=reduction)
+
+
+def output_scores(config: TrainConfig, logits: torch.Tensor) -> np.ndarray:
+    """What a split's predictions keep: sigmoid probabilities (emotion), the raw regression output (sentiment)."""
+    return (logits if config.task == "sentiment" else torch.sigmoid(logits)).cpu().numpy()
 
 
 def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
@@ -218,7 +258,7 @@ def autocast(config: TrainConfig):
 def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progress) -> tuple[float, int]:
     """One pass over the training shards; returns (mean loss per sample, samples seen)."""
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = loss_function(config)
     total, samples = 0.0, 0
     for batch in progress(loader, desc="train"):
         batch = batch.to(config.device)
@@ -238,9 +278,9 @@ def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progr
 
 @torch.no_grad()
 def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
-    """Scores (sigmoid probabilities), targets, ids and mean loss over one split, in the loader's order."""
+    """Scores (output_scores), targets, ids and mean loss over one split, in the loader's order."""
     model.eval()
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    loss_fn = loss_function(config, reduction="sum")
     ids, scores, targets, total = [], [], [], 0.0
     kept = KeptShare()
     for batch in progress(loader, desc=desc):
@@ -250,7 +290,7 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
         kept.add(model)
         total += float(loss_fn(logits, batch.targets)) / batch.targets.shape[1]
         ids.extend(batch.ids)
-        scores.append(torch.sigmoid(logits).cpu().numpy())
+        scores.append(output_scores(config, logits))
         targets.append(batch.targets.cpu().numpy())
     if not ids:
         raise ValueError(f"the {desc} split yielded no samples: check the shard paths and split names")
@@ -283,7 +323,10 @@ class KeptShare:
 
 def validation_metrics(config: TrainConfig, valid: dict) -> dict:
     """Validation metrics with thresholds tuned on validation itself (the early-stopping score)."""
-    from model.metrics import evaluate_scores
+    from model.metrics import evaluate_scores, sentiment_metrics
+
+    if config.task == "sentiment":
+        return sentiment_metrics(valid["scores"], valid["targets"], split="valid")
 
     return evaluate_scores(config.corpus, valid["scores"], valid["targets"], valid["scores"], valid["targets"],
                            list(config.label_names), split="valid")
@@ -420,12 +463,13 @@ def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, pr
             if expected is not None and read != expected:
                 log(f"warning ({PARTIAL_FLAG}): epoch {epoch} read {read} of the {expected} {split} samples")
         log(f"epoch {epoch}: train loss {result.train_loss:.4f}  valid loss {result.valid_loss:.4f}  "
-            f"valid mean F1 {100 * result.valid_mean_f1:.1f}  ({result.seconds:.0f} s)"
+            f"{selection_text(result)}  ({result.seconds:.0f} s)"
             + (f"  kept {describe_kept_share(result.valid_kept_share)}" if result.valid_kept_share else "")
             + ("  *best*" if state.best_epoch == epoch else "")
             + (f"  (top-p warm-up: trained at {result.train_top_p:.3g})" if in_top_p_warmup(config, epoch) else ""))
     if state.stopped_early:
-        log(f"early stop: no better validation mean F1 for {config.patience} epochs (best epoch {state.best_epoch})")
+        figure = "MAE" if config.task == "sentiment" else "mean F1"
+        log(f"early stop: no better validation {figure} for {config.patience} epochs (best epoch {state.best_epoch})")
     return state
 
 
@@ -489,15 +533,33 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
     valid = predict(model, valid_loader, config, bar, "valid")
     valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
     metrics = validation_metrics(config, valid)
-    return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"], valid_mean_f1=mean_f1(metrics),
+    sentiment = config.task == "sentiment"
+    return EpochResult(epoch=epoch, train_loss=train_loss, valid_loss=valid["loss"],
+                       valid_mean_f1=None if sentiment else mean_f1(metrics),
+                       valid_mae=metrics["mean"]["mae"] if sentiment else None,
                        seconds=time.perf_counter() - started, train_samples=seen, metrics=metrics,
                        train_seconds=train_seconds, train_top_p=top_p, valid_kept_share=valid["kept_share"],
                        valid_samples=len(valid["ids"]), train_samples_expected=train_expected,
                        valid_samples_expected=valid_expected, data_notes=(train_notes + valid_notes) or None)
 
 
+def selection_score(result: EpochResult) -> float:
+    """The early-stopping and model-selection score of an epoch; HIGHER is better.
+
+    Emotion: the validation mean F1. Sentiment: minus the validation MAE (a lower MAE is better).
+    Either way the validation loss breaks ties (lower is better)."""
+    figure = -result.valid_mae if result.valid_mae is not None else result.valid_mean_f1
+    return figure - 1e-6 * result.valid_loss
+
+
+def selection_text(result: EpochResult) -> str:
+    if result.valid_mae is not None:
+        return f"valid MAE {result.valid_mae:.4f}"
+    return f"valid mean F1 {100 * result.valid_mean_f1:.1f}"
+
+
 def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, eligible: bool = True) -> None:
-    """Early stopping on validation mean F1; validation loss breaks ties (lower is better).
+    """Early stopping on the selection_score (validation mean F1, or minus the sentiment MAE).
 
     An epoch that is not `eligible` (MESM's top-p warm-up) is recorded but can neither become the best
     nor use up patience."""
@@ -505,7 +567,7 @@ def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, el
     state.history.append(result.summary())
     if not eligible:
         return
-    score = result.valid_mean_f1 - 1e-6 * result.valid_loss
+    score = selection_score(result)
     if state.best_score is None or score > state.best_score or math.isnan(state.best_score):
         state.best_epoch, state.best_score = result.epoch, score
         state.epochs_without_improvement = 0

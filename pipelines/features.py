@@ -183,13 +183,16 @@ class FeatureReport:
 
 def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, options: FeatureOptions = FeatureOptions(),
                      *, workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
-                     progress: bool = True) -> FeatureReport:
-    """Extract the features of every sample of the shards in SHARDS into FEATS (module doc)."""
+                     progress: bool = True, task: str = "emotion") -> FeatureReport:
+    """Extract the features of every sample of the shards in SHARDS into FEATS (module doc).
+
+    `task`: whose training targets the `target` column holds, the emotions (the card's label space)
+    or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines)."""
     from mer_data.features.text import resolve_encoder
 
     started = time.perf_counter()
     options = replace(options, text_encoder=resolve_encoder(options.text_encoder))
-    plan = plan_features(Path(shards))
+    plan = plan_features(Path(shards), task)
     feats = Path(feats).resolve()
     specs = modality_specs(options, plan)  # before FEATS is touched: an encoder that does not load changes nothing
     record = run_record(plan, options)
@@ -237,9 +240,10 @@ def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
                              json.dumps(timing, indent=2, sort_keys=True) + "\n")
 
 
-def plan_features(shards: Path) -> FeaturePlan:
-    """The shards of the folder (named {split}-NNNNNN.tar) and the label space of their dataset card."""
-    from model.labels import CORPORA, label_names_from_card, label_space_of
+def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
+    """The shards of the folder (named {split}-NNNNNN.tar) and the label space of their dataset card
+    (the sentiment task's for task "sentiment", MOSEI only)."""
+    from model.labels import CORPORA, SENTIMENT_LABELS, check_task, label_names_from_card, label_space_of
 
     if not shards.is_dir():
         raise FileNotFoundError(f"{shards}: not a folder of shards")
@@ -261,6 +265,9 @@ def plan_features(shards: Path) -> FeaturePlan:
     else:  # loose shards: the label space of the first sample's corpus
         corpus, label_names = label_space_of(str(shards))
         sha = fingerprint = interval = None
+    check_task(task, corpus, str(shards))
+    if task == "sentiment":
+        label_names = SENTIMENT_LABELS
     keys = keys_by_shard(shards)
     jobs = []
     for tar in tars:
@@ -287,9 +294,12 @@ def modality_specs(options: FeatureOptions, plan: FeaturePlan) -> dict[str, Moda
 
 def run_record(plan: FeaturePlan, options: FeatureOptions) -> dict:
     """What must be equal for a rerun to reuse finished parts: options, tool version, the shards."""
-    return {"tool": mer_data.__version__, "options": options.to_json(),
-            "shards": {"dataset_sha256": plan.dataset_sha256,
-                       "files": [[job.name, os.path.getsize(job.path)] for job in plan.jobs]}}
+    record = {"tool": mer_data.__version__, "options": options.to_json(),
+              "shards": {"dataset_sha256": plan.dataset_sha256,
+                         "files": [[job.name, os.path.getsize(job.path)] for job in plan.jobs]}}
+    if plan.label_names == ("sentiment",):   # only then: emotion records stay as they were
+        record["task"] = "sentiment"
+    return record
 
 
 def _prepare_output(feats: Path, record: dict, overwrite: bool) -> None:
