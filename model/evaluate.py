@@ -23,8 +23,8 @@ import pandas as pd
 
 from model import checkpoint as ckpt
 from model.shard_check import PARTIAL_FLAG
-from model.train import (_no_bar, _progress_bar, is_feature_model, make_loader, make_model, pass_notes, predict,
-                         read_run_config, tokenizer_for)
+from model.train import (_no_bar, _progress_bar, evaluate_predictions, is_feature_model, make_loader, make_model,
+                         pass_notes, predict, read_run_config, tokenizer_for)
 
 
 def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
@@ -56,7 +56,6 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     The data is the run's (its stored absolute locations; a warning to `log`, default stderr, when it
     changed since training) or `shards`. `allow_command_urls` applies to `shards` only, never to the
     stored locations; `allow_partial`: see model/shard_check.py (recorded in metrics["run"])."""
-    from model.metrics import evaluate_scores
     from model.report import write_report
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch, log=log)
@@ -74,8 +73,7 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
     expected, tested_notes = ((valid_expected, []) if split == "valid"
                               else pass_notes(tested_loader, len(tested["ids"])))
-    metrics = evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
-                              list(config.label_names), split=split)
+    metrics = evaluate_predictions(config, valid, tested, split)
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": model.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "samples_expected": expected, "corpus": config.corpus}
