@@ -26,8 +26,10 @@ def expected_counts(truth: dict) -> Counter:
 def four_class_shards(small_corpus, tmp_path_factory):
     root, _ = small_corpus
     out = tmp_path_factory.mktemp("shards-iemocap4")
-    report = convert(root, out, classes=parse_classes("iemocap4").spec, split="random:1:0.6,0.2,0.2")
+    report = convert(root, out, classes=parse_classes("iemocap4").spec, split="random:2:0.6,0.2,0.2")   # 5/2/2 utterances
     assert not report.problems, [p.format() for p in report.problems]
+    counts = json.loads((out / "dataset.json").read_text())["counts"]["per_split"]
+    assert all(counts[split] for split in ("train", "valid", "test")), counts
     return out
 
 
