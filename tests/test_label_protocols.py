@@ -237,3 +237,31 @@ def test_feature_tables_take_the_shards_label_space_and_task(four_class_shards):
 
     plan = plan_features(four_class_shards)
     assert plan.label_names == ("ang", "hap", "neu", "sad") and plan.label_task == "single-label"
+
+
+def test_default_conversion_records_the_six_classes_one_vs_rest(small_shards):
+    out, _ = small_shards
+    card = json.loads((out / "dataset.json").read_text())
+    assert card["options"]["classes"] == ["ang", "exc", "fru", "hap", "neu", "sad"]
+    assert card["label_protocol"]["name"] == "iemocap6" and card["label_protocol"]["task"] == "one-vs-rest"
+    index = pd.read_parquet(out / "index.parquet")
+    assert len(index) and (index["class"] == index["label"]).all()
+
+
+def test_compare_shows_wa_ua_macro_f1_of_single_label_runs_and_refuses_mixing():
+    from model.compare import Comparison, ComparisonRow, check_comparable
+    from model.metrics import evaluate_scores, single_label_metrics
+
+    names = ["ang", "hap", "neu", "sad"]
+    targets = np.eye(4)[[0, 1, 2, 3, 1, 2]]
+    scores = np.eye(4)[[0, 1, 2, 2, 1, 0]]
+    four = single_label_metrics("iemocap", scores, targets, names)
+    rows = [ComparisonRow(label, label, "fe2e", "tav", None, four, None) for label in ("A", "B")]
+    comparison = Comparison("iemocap", "test", names, list(four["headline_metrics"]), rows)
+    summary = comparison.markdown.split("## Summary")[1].split("\n")[2]
+    assert "WA (overall accuracy) %" in summary and "UA (mean per-class recall) %" in summary
+    assert "macro F1 %" in summary and "| **66.7** |" in comparison.markdown   # WA = 4/6
+    binary = evaluate_scores("iemocap", scores, targets, scores, targets, names)
+    mixed = [rows[0], ComparisonRow("C", "C", "fe2e", "tav", None, binary, None)]
+    with pytest.raises(ValueError, match="evaluated as one-vs-rest, but A as single-label"):
+        check_comparable(mixed, "test")
