@@ -265,3 +265,22 @@ def test_compare_shows_wa_ua_macro_f1_of_single_label_runs_and_refuses_mixing():
     mixed = [rows[0], ComparisonRow("C", "C", "fe2e", "tav", None, binary, None)]
     with pytest.raises(ValueError, match="evaluated as one-vs-rest, but A as single-label"):
         check_comparable(mixed, "test")
+
+
+def test_a_baseline_on_four_class_features_trains_single_label(four_class_shards, tiny_text_encoder, tmp_path):
+    from model.evaluate import evaluate
+    from model.train import TrainConfig, train
+    from pipelines.features import FeatureOptions, extract_features
+
+    feats = tmp_path / "feats"
+    report = extract_features(four_class_shards, feats, FeatureOptions(text_encoder=str(tiny_text_encoder)),
+                              workers=1, progress=False)
+    assert report.errors == []
+    card = json.loads((feats / "features.json").read_text())
+    assert card["label_names"] == ["ang", "hap", "neu", "sad"] and card["label_task"] == "single-label"
+    run = tmp_path / "lf-rnn"
+    train(TrainConfig(shards=[str(feats)], model="lf-rnn", epochs=1, batch_size=4), run, progress=False,
+          log=lambda message: None)
+    assert json.loads((run / "config.json").read_text())["label_task"] == "single-label"
+    metrics = evaluate(run, split="test", progress=False)
+    assert metrics["task"] == "single-label" and set(metrics["overall"]) == {"wa", "ua", "macro_f1"}
