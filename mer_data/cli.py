@@ -296,7 +296,10 @@ def _shared_convert_options(command):
 @click.option("--split", default="dai2021", show_default=True,
               help="dai2021 (published random utterance split), session:N (leave session N out), random:SEED.")
 @click.option("--classes", default="ang,exc,fru,hap,neu,sad", show_default=True,
-              help="Category codes to keep, comma-separated, or 'all'.")
+              help="The label protocol: category codes to keep, comma-separated; CODE+CODE merges codes into "
+                   "one class named by its first code (NAME=CODE+CODE names it); or a preset: iemocap6 (the "
+                   "default six classes, one-vs-rest), iemocap4 (ang,hap+exc,neu,sad, single-label); or 'all'. "
+                   "Other codes go to excluded.jsonl.")
 def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers, scheduler, shard_max_bytes,
                             shard_max_count, shuffle_seed, overwrite, quiet):
     """Convert the IEMOCAP release at RAW into shards in OUT.
@@ -311,6 +314,7 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
     Examples:
       mer convert iemocap IEMOCAP_full_release/ shards/
       mer convert iemocap raw/ shards/ --split session:5 --workers 8
+      mer convert iemocap raw/ shards4/ --classes iemocap4 --split session:5
       mer convert iemocap raw/ shards/ --scheduler tcp://10.0.0.5:8786
     """
     from pipelines.convert import plan_iemocap
@@ -396,16 +400,13 @@ def _print_summary(report) -> None:
 
 
 def _classes(value: str) -> tuple[str, ...]:
-    from mer_data.corpora.iemocap import IEMOCAP_CODES
+    """The class tokens of a --classes value (a preset expands to its own), checked as a label protocol."""
+    from mer_data.corpora.label_protocol import ProtocolError, parse_classes
 
-    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-    if chosen == ("all",):
-        return chosen
-    unknown = [c for c in chosen if c not in IEMOCAP_CODES]
-    if unknown or not chosen:
-        raise click.BadParameter(f"unknown class codes {unknown}; known: {', '.join(IEMOCAP_CODES)} or 'all'",
-                                 param_hint="--classes")
-    return chosen
+    try:
+        return parse_classes(value).spec
+    except ProtocolError as exc:
+        raise click.BadParameter(str(exc), param_hint="--classes")
 
 
 def _bytes(value: str) -> int:

@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 
 from model import checkpoint as ckpt
 from model.shard_check import data_changes
-from model.report import (CORPUS_TITLES, HEADERS, METRICS_JSON, PLAIN_NUMBER_METRICS, TERMINAL_LABELS, format_figure,
-                          is_lower_better)
+from model.report import (CORPUS_TITLES, METRICS_JSON, OVERALL_LABELS, PLAIN_NUMBER_METRICS, format_figure,
+                          is_lower_better, is_single_label, metric_headers)
 
 MEAN = "mean"
 MISSING = "–"
@@ -85,6 +85,20 @@ class Comparison:
         return render_markdown(self)
 
     @property
+    def headers(self) -> dict[str, str]:
+        """The tables' headers of the runs' kind of evaluation (one-vs-rest or single-label)."""
+        return metric_headers(self.rows[0].metrics)[0]
+
+    @property
+    def terminal_labels(self) -> dict[str, str]:
+        return metric_headers(self.rows[0].metrics)[1]
+
+    @property
+    def overall(self) -> list[str]:
+        """The single-label runs' overall figures (WA, UA, macro F1) shown in the summary; none otherwise."""
+        return list(OVERALL_LABELS) if is_single_label(self.rows[0].metrics) else []
+
+    @property
     def html(self) -> str:
         return render_html(self)
 
@@ -95,7 +109,7 @@ class Comparison:
         return {
             "tool": {"name": "mer-data", "version": mer_data.__version__},
             "corpus": self.corpus, "split": self.split, "label_names": self.label_names,
-            "metrics": self.metrics, "headers": {m: HEADERS[m] for m in self.metrics},
+            "metrics": self.metrics, "headers": {m: self.headers[m] for m in self.metrics},
             "threshold_rule": first.get("threshold_rule"), "definitions": first.get("definitions", {}),
             "best": best_labels(self),
             "rows": [{"label": r.label, "run": r.run, "model": r.model, "modalities": r.modalities,
@@ -224,6 +238,9 @@ def check_comparable(rows: list[ComparisonRow], split: str) -> tuple[str, list[s
         if metrics["corpus"] != first.metrics["corpus"]:
             raise ValueError(f"{row.run}: corpus {metrics['corpus']!r}, but {first.run} is {first.metrics['corpus']!r}"
                              f": runs of different corpora cannot share a table")
+        if is_single_label(metrics) != is_single_label(first.metrics):
+            raise ValueError(f"{row.run}: evaluated as {metrics.get('task', 'one-vs-rest')}, but {first.run} as "
+                             f"{first.metrics.get('task', 'one-vs-rest')}: their figures cannot share a table")
         if set(metrics["label_names"]) != set(first.metrics["label_names"]):
             raise ValueError(f"{row.run}: label names {metrics['label_names']}, but {first.run} has "
                              f"{first.metrics['label_names']}: runs of different label spaces cannot share a table")
@@ -355,13 +372,18 @@ def epochs_text(row: ComparisonRow) -> str:
 
 
 def summary_headers(comparison: Comparison) -> list[str]:
-    means = [f"mean {_with_unit(TERMINAL_LABELS[m], m)}" for m in comparison.metrics]
-    return ["run", *means, *(c.header for c in COST_COLUMNS), "best epoch"]
+    means = [f"mean {_with_unit(comparison.terminal_labels[m], m)}" for m in comparison.metrics]
+    overall = [f"{OVERALL_LABELS[k]} %" for k in comparison.overall]
+    return ["run", *overall, *means, *(c.header for c in COST_COLUMNS), "best epoch"]
 
 
 def summary_cells(comparison: Comparison) -> list[list[tuple[str, bool]]]:
     """Per row, (text, is best) for each summary column after the label."""
     columns: list[list[tuple[str, bool]]] = []
+    for figure in comparison.overall:
+        texts = [_percent(row.metrics["overall"].get(figure)) for row in comparison.rows]
+        best = best_positions(texts)
+        columns.append([(t, i in best) for i, t in enumerate(texts)])
     for metric in comparison.metrics:
         texts = metric_cell_texts(comparison, metric, MEAN)
         best = best_positions(texts, lower_is_better=is_lower_better(metric))
@@ -452,10 +474,12 @@ def preamble(comparison: Comparison) -> list[str]:
     split = comparison.split
     counts = sorted({row.metrics["utterances"].get(split) for row in comparison.rows}, key=str)
     valid = sorted({row.metrics["utterances"].get("valid") for row in comparison.rows}, key=str)
+    decision = (f"per class, thresholds tuned to maximise F1 on the {' / '.join(map(str, valid))} valid utterances, "
+                "then applied unchanged") if not comparison.overall else \
+        "single-label, the argmax class of each utterance (WA: overall accuracy; UA: mean per-class recall)"
     return [
         f"{len(comparison.rows)} runs; {' / '.join(map(str, counts))} {split} utterances. Metrics as mer evaluate "
-        f"computes them: per class, thresholds tuned to maximise F1 on the {' / '.join(map(str, valid))} valid "
-        "utterances, then applied unchanged. Values in percent; mean = unweighted mean over the classes.",
+        f"computes them: {decision}. Values in percent; mean = unweighted mean over the classes.",
         "Bold: the best in its column (highest metric and samples/s; lowest parameters, FLOPs and training time).",
         "Cost: parameters of the torch model; FLOPs counted by torch's FlopCounterMode over one forward pass per "
         "sample; training time summed over all epochs run; see docs/comparison.md.",
@@ -491,7 +515,7 @@ def render_markdown(comparison: Comparison) -> str:
     lines += _markdown_table(summary_headers(comparison), comparison, summary_cells(comparison))
     lines += ["", *(f"{_markdown_text(note)}  " for note in footnotes(comparison)), ""]
     for metric in comparison.metrics:
-        lines += [f"## {_with_unit(HEADERS[metric], metric, ', ')}", ""]
+        lines += [f"## {_with_unit(comparison.headers[metric], metric, ', ')}", ""]
         lines += _markdown_table(["run", *comparison.label_names, MEAN], comparison,
                                  metric_table_cells(comparison, metric)) + [""]
     details = [cost_details(row) for row in comparison.rows]
@@ -545,7 +569,7 @@ def render_html(comparison: Comparison) -> str:
     # Bars show fractions on a 0-100 % axis: MAE and Pearson r (sentiment) are in the tables only.
     accuracy = [m for m in comparison.metrics if m not in ("f1", "auc", *PLAIN_NUMBER_METRICS)]
     figures = [bar_figure(comparison, metric) for metric in ["f1", *accuracy] if metric in comparison.metrics]
-    tables = [f"<h2>{_text(_with_unit(HEADERS[m], m, ', '))}</h2>\n" + _html_table(["run", *comparison.label_names, MEAN], comparison,
+    tables = [f"<h2>{_text(_with_unit(comparison.headers[m], m, ', '))}</h2>\n" + _html_table(["run", *comparison.label_names, MEAN], comparison,
                                                                   metric_table_cells(comparison, m))
               for m in comparison.metrics]
     details = [cost_details(row) for row in comparison.rows]
@@ -608,8 +632,8 @@ def bar_figure(comparison: Comparison, metric: str) -> str:
     """A <figure> with an inline SVG grouped bar plot: per class and the mean, one bar per run."""
     svg = bar_chart_svg(f"bars-{metric}", [*comparison.label_names, MEAN],
                         [(row.label, [row.value(metric, c) for c in [*comparison.label_names, MEAN]])
-                         for row in comparison.rows], y_label=_with_unit(TERMINAL_LABELS[metric], metric))
-    caption = f"{HEADERS[metric]}, per class and mean, one bar per run (hover a bar for its value)."
+                         for row in comparison.rows], y_label=_with_unit(comparison.terminal_labels[metric], metric))
+    caption = f"{comparison.headers[metric]}, per class and mean, one bar per run (hover a bar for its value)."
     return f'<figure class="plot" id="fig-{metric}">\n{svg}\n<figcaption>{_text(caption)}</figcaption>\n</figure>'
 
 

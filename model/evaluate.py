@@ -27,8 +27,8 @@ import pandas as pd
 
 from model import checkpoint as ckpt
 from model.shard_check import PARTIAL_FLAG
-from model.train import (_no_bar, _progress_bar, is_feature_model, make_loader, make_model, pass_notes, predict,
-                         read_run_config, tokenizer_for)
+from model.train import (_no_bar, _progress_bar, evaluate_predictions, is_feature_model, make_loader, make_model,
+                         pass_notes, predict, read_run_config, tokenizer_for)
 
 
 def load_run(run: Path, *, shards: list[str] | None = None, device: str | None = None, workers: int | None = None,
@@ -77,7 +77,7 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     valid_expected, valid_notes = pass_notes(valid_loader, len(valid["ids"]))
     expected, tested_notes = ((valid_expected, []) if split == "valid"
                               else pass_notes(tested_loader, len(tested["ids"])))
-    metrics = split_metrics(config, valid, tested, split)
+    metrics = evaluate_predictions(config, valid, tested, split)
     metrics["run"] = {"path": str(run), "model": config.model, "modalities": config.modalities,
                       "top_p": model.top_p if config.model == "mesm" else None, "epoch": epoch, "split": split,
                       "samples": len(tested["ids"]), "samples_expected": expected, "corpus": config.corpus}
@@ -96,19 +96,6 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     write_report(metrics, out)
     write_scores(out / "scores.parquet", tested, config.label_names, regression=config.task == "sentiment")
     return metrics
-
-
-def split_metrics(config, valid: dict, tested: dict, split: str) -> dict:
-    """The evaluated split's metrics: emotion thresholds tuned on `valid`; sentiment on `tested` alone."""
-    from model.metrics import evaluate_scores, sentiment_metrics
-
-    if config.task == "sentiment":
-        metrics = sentiment_metrics(tested["scores"], tested["targets"], split=split)
-        metrics["utterances"]["valid"] = len(valid["ids"])
-        metrics["loss"] = config.sentiment_loss
-        return metrics
-    return evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
-                           list(config.label_names), split=split)
 
 
 def write_scores(path: Path, predicted: dict, label_names, *, regression: bool = False) -> None:

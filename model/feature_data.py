@@ -72,6 +72,11 @@ def label_space_of_features(sources) -> tuple[str, tuple[str, ...]]:
     return card["corpus"], tuple(card["label_names"])
 
 
+def label_task_of_features(sources) -> str:
+    """How a FEATS folder's label space trains (its card's label_task; one-vs-rest in earlier cards)."""
+    return read_card(features_folder(sources)).get("label_task", "one-vs-rest")
+
+
 def select_modalities(feats: str | os.PathLike, letters: str) -> list[tuple[str, int]]:
     """[(modality, dim)] of every modality of FEATS whose role is among `letters`: roles in t, a, v order,
     then the card's order (features.json is written with sorted keys, so by name).

@@ -1,7 +1,10 @@
 """The label space of a corpus and the training target of one sample.
 
-IEMOCAP: the categories named by the conversion's `classes` option (by default the six-class setup
-ang exc fru hap neu sad), one-hot over them; the nets train them as one-vs-rest binary tasks.
+IEMOCAP: the classes of the conversion's label protocol (`classes` option, mer_data/corpora/
+label_protocol.py; by default the six-class setup ang exc fru hap neu sad), one-hot over each sample's
+`label.class` (its `label.category` in shards written before classes could merge codes). The task
+(`label_task_from_card`): one-vs-rest binary tasks for a protocol that only selects codes (the paper's
+six classes), one single-label classifier for a protocol that merges codes (iemocap4).
 CMU-MOSEI: the six emotions happy sad anger surprise disgust fear, multi-hot (present when the
 intensity is > 0), exactly as the converter writes `label.multi_hot`.
 The sentiment task (CMU-MOSEI only, `mer train --task sentiment`): one regression target, the
@@ -45,8 +48,25 @@ def label_names_from_card(card: dict[str, Any]) -> tuple[str, ...]:
     corpus = card.get("corpus") or card.get("options", {}).get("corpus")
     if corpus == "iemocap":
         classes = card.get("options", {}).get("classes")
-        return tuple(classes) if classes else default_label_names(corpus)
+        return _protocol_of(classes).names if classes else default_label_names(corpus)
     return default_label_names(corpus)
+
+
+def label_task_from_card(card: dict[str, Any]) -> str:
+    """"single-label" or "one-vs-rest" (mer_data/corpora/label_protocol.py): how the card's label space trains.
+    MOSEI is multi-label, so one-vs-rest; so is every card written before label protocols."""
+    from mer_data.corpora.label_protocol import ONE_VS_REST
+
+    return (card.get("label_protocol") or {}).get("task", ONE_VS_REST)
+
+
+def _protocol_of(classes):
+    from mer_data.corpora.label_protocol import ProtocolError, parse_classes
+
+    try:
+        return parse_classes(classes)
+    except ProtocolError as error:
+        raise LabelError(f"the dataset card's options.classes {classes!r}: {error}") from error
 
 
 def read_label_names(dataset_json: str | Path) -> tuple[str, ...]:
@@ -64,8 +84,9 @@ def _read_card(path: Path) -> dict[str, Any]:
 def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
     """The float32 target vector [C] of one sample's metadata over `label_names`.
 
-    IEMOCAP: one-hot of `label.category`; a category outside the label space is an error naming
-    the sample (a loader must not drop samples silently: select the classes at conversion time).
+    IEMOCAP: one-hot of `label.class` (of `label.category` where the sample has no class); a class
+    outside the label space is an error naming the sample (a loader must not drop samples silently:
+    select the classes at conversion time).
     MOSEI: `label.multi_hot`, reordered to `label_names` (any subset of the six emotions).
     """
     if tuple(label_names) == SENTIMENT_LABELS:
@@ -74,10 +95,11 @@ def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
     corpus = meta.get("corpus")
     label = meta.get("label") or {}
     if corpus == "iemocap":
-        category = label.get("category")
+        category = label.get("class", label.get("category"))
         if category not in label_names:
-            raise LabelError(f"{sample_id}: category {category!r} is outside the label space "
-                             f"({', '.join(label_names)})")
+            what = f"class {category!r} (category {label.get('category')!r})" if "class" in label else \
+                f"category {category!r}"
+            raise LabelError(f"{sample_id}: {what} is outside the label space ({', '.join(label_names)})")
         vector = np.zeros(len(label_names), dtype=np.float32)
         vector[list(label_names).index(category)] = 1.0
         return vector
@@ -124,6 +146,27 @@ def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, t
     where there is none (URLs, loose shards), the corpus of the first sample and its default label space.
     A URL that runs a command to open is refused unless `allow_command_urls` (model/shard_check.py).
     """
+    card, first_shard = _card_of(sources, allow_command_urls=allow_command_urls)
+    if card is not None:
+        return card.get("corpus"), label_names_from_card(card)
+    if first_shard is None:
+        sources = [sources] if isinstance(sources, (str, Path)) else sources
+        raise LabelError(f"no shard in {', '.join(map(str, sources))} to read the label space from")
+    return _label_space_of_first_sample(first_shard)
+
+
+def label_task_of(sources, *, allow_command_urls: bool = False) -> str:
+    """How the label space of the shards named by `sources` trains (`label_task_from_card`); shards
+    without a card have their corpus's default label space, which trains one-vs-rest."""
+    from mer_data.corpora.label_protocol import ONE_VS_REST
+
+    card, _ = _card_of(sources, allow_command_urls=allow_command_urls)
+    return ONE_VS_REST if card is None else label_task_from_card(card)
+
+
+def _card_of(sources, *, allow_command_urls: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """(the dataset card beside the first local shard or inside the first directory, or None; the first
+    shard seen, or None)."""
     import glob
     import os
 
@@ -145,12 +188,9 @@ def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, t
             card = Path(os.path.dirname(candidate) or ".") / "dataset.json"
             shards = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
         if card.is_file():
-            parsed = _read_card(card)
-            return parsed.get("corpus"), label_names_from_card(parsed)
+            return _read_card(card), first_shard
         first_shard = first_shard or (shards[0] if shards else None)
-    if first_shard is None:
-        raise LabelError(f"no shard in {', '.join(map(str, sources))} to read the label space from")
-    return _label_space_of_first_sample(first_shard)
+    return None, first_shard
 
 
 def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:

@@ -408,6 +408,67 @@ def _sentiment_arrays(predictions, targets, split: str) -> tuple[np.ndarray, np.
     return predicted, actual
 
 
+# Single-label protocols (IEMOCAP 4-class, hap+exc merged): one C-way decision per utterance
+
+
+SINGLE_LABEL = "single-label"
+SINGLE_LABEL_HEADLINE = ("recall", "f1")
+SINGLE_LABEL_SECONDARY = ("precision",)
+SINGLE_LABEL_DECISION = "the argmax of the C softmax scores (no thresholds; ties go to the first label)"
+SINGLE_LABEL_DEFINITIONS = {
+    "wa": "WA (weighted accuracy): overall accuracy, correct / all utterances of the split (each class weighted "
+          "by its size), as the IEMOCAP 4-class literature reports it",
+    "ua": "UA (unweighted accuracy): the mean over classes of each class's recall (unweighted average recall); "
+          "classes without utterances in the split are left out",
+    "recall": "recall of a class: its utterances predicted as it / its utterances; the mean is UA",
+    "precision": "precision of a class: utterances predicted as it that are it / utterances predicted as it; "
+                 "0 when none is predicted as it",
+    "f1": "F1 of a class: 2TP / (2TP + FP + FN) of the argmax decision, 0 when TP = 0; the mean is macro F1",
+    "macro_f1": "macro F1: unweighted mean of the per-class F1 over all classes",
+    "confusion_matrix": "confusion matrix: counts[i][j] = utterances of class i (row, actual) predicted as "
+                        "class j (column)",
+}
+
+
+def single_label_metrics(corpus: str, scores, targets, label_names: Sequence[str], split: str = "test",
+                         valid_utterances: int | None = None) -> dict[str, Any]:
+    """The metrics of a single-label protocol: WA, UA, per-class precision/recall/F1, macro F1 and the
+    confusion matrix of the argmax decision, each named (SINGLE_LABEL_DEFINITIONS). Targets one-hot.
+
+    Laid out like `evaluate_scores` (per_class, mean, headline metrics) so reports and comparisons
+    read both; `overall` holds WA, UA and macro F1."""
+    scores, targets = _matrix_arrays(scores, targets, split, label_names)
+    _require_one_hot(targets, split)
+    predicted, actual = np.argmax(scores, axis=1), np.argmax(targets, axis=1)
+    size = len(label_names)
+    confusion = np.bincount(actual * size + predicted, minlength=size * size).reshape(size, size)
+    per_class, notes = {}, []
+    for c, name in enumerate(label_names):
+        counts = ConfusionCounts(tp=int(confusion[c, c]), fp=int(confusion[:, c].sum() - confusion[c, c]),
+                                 fn=int(confusion[c].sum() - confusion[c, c]), tn=0)
+        per_class[name] = {"support": counts.positives, "predicted": counts.tp + counts.fp, "tp": counts.tp,
+                           "precision": precision(counts), "recall": recall(counts), "f1": f1_score(counts)}
+        if counts.positives == 0:
+            notes.append(f"{name}: no utterances in the {split} split, left out of UA")
+    recalls = [row["recall"] for row in per_class.values() if row["support"]]
+    ua = float(np.mean(recalls)) if recalls else None
+    macro_f1 = float(np.mean([row["f1"] for row in per_class.values()]))
+    overall = {"wa": float(np.mean(predicted == actual)), "ua": ua, "macro_f1": macro_f1}
+    return {
+        "corpus": corpus, "split": split, "task": SINGLE_LABEL, "label_names": list(label_names),
+        "utterances": {"valid": valid_utterances, split: int(scores.shape[0])},
+        "decision_rule": SINGLE_LABEL_DECISION,
+        "headline_metrics": list(SINGLE_LABEL_HEADLINE), "secondary_metrics": list(SINGLE_LABEL_SECONDARY),
+        "definitions": dict(SINGLE_LABEL_DEFINITIONS),
+        "overall": overall, "per_class": per_class,
+        "mean": {"recall": ua, "precision": float(np.mean([row["precision"] for row in per_class.values()])),
+                 "f1": macro_f1},
+        "confusion_matrix": {"rows": "actual", "columns": "predicted", "labels": list(label_names),
+                             "counts": confusion.tolist()},
+        "notes": notes,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Input checks: bad input fails here with a reason, not as a silent wrong number.
 

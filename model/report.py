@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.metrics import IEMOCAP, LOWER_IS_BETTER, MOSEI, SENTIMENT
+from model.metrics import IEMOCAP, LOWER_IS_BETTER, MOSEI, SENTIMENT, SINGLE_LABEL
 
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
@@ -43,6 +43,14 @@ HEADERS.update(SENTIMENT_HEADERS)
 TERMINAL_LABELS.update(SENTIMENT_TERMINAL)
 PLAIN_NUMBER_METRICS = ("mae", "pearson_r")   # shown as they are, not in percent
 MULTICLASS_LABELS = {"acc_6way": "6-way Acc (argmax accuracy)", "uar_6way": "6-way UAR (mean per-class recall)"}
+# A single-label protocol's figures (model.metrics.single_label_metrics): per-class columns, then the overall ones.
+SINGLE_LABEL_HEADERS = {
+    "recall": "recall per class (argmax decision); mean = UA, unweighted accuracy",
+    "f1": "F1 per class (argmax decision); mean = macro F1",
+    "precision": "precision per class (argmax decision)",
+}
+SINGLE_LABEL_TERMINAL = {"recall": "recall (mean = UA)", "f1": "F1 (mean = macro F1)", "precision": "precision"}
+OVERALL_LABELS = {"wa": "WA (overall accuracy)", "ua": "UA (mean per-class recall)", "macro_f1": "macro F1"}
 CORPUS_TITLES = {IEMOCAP: "IEMOCAP", MOSEI: "CMU-MOSEI"}
 PAPER_CITATION = 'Dai, Cahyawijaya, Liu, Fung, "Multimodal End-to-End Sparse Model for Emotion Recognition", NAACL 2021'
 MISSING = "–"
@@ -127,6 +135,8 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     definitions, notes."""
     if metrics.get("task") == SENTIMENT:
         return render_sentiment_markdown(metrics)
+    if is_single_label(metrics):
+        return _single_label_markdown(metrics)
     names = metrics["label_names"]
     reference = paper_row(metrics)
     lines = [f"# Evaluation: {_title(metrics)}", "", *_markdown_preamble(metrics, reference), ""]
@@ -225,6 +235,8 @@ def terminal_table(metrics: dict[str, Any]) -> str:
     """A compact plain-text table for `mer evaluate`: one line per figure, classes as columns."""
     if metrics.get("task") == SENTIMENT:
         return sentiment_terminal_table(metrics)
+    if is_single_label(metrics):
+        return _single_label_terminal(metrics)
     names = metrics["label_names"]
     reference = paper_row(metrics)
     rows = [(TERMINAL_LABELS[m], _run_cells(metrics, m))
@@ -303,9 +315,66 @@ def render_sentiment_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Single-label protocols (IEMOCAP 4-class)
+
+
+def is_single_label(metrics: dict[str, Any]) -> bool:
+    return metrics.get("task") == SINGLE_LABEL
+
+
+def metric_headers(metrics: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(Markdown headers, terminal labels) of the per-class figures of an evaluation."""
+    return (SINGLE_LABEL_HEADERS, SINGLE_LABEL_TERMINAL) if is_single_label(metrics) else (HEADERS, TERMINAL_LABELS)
+
+
+def _single_label_markdown(metrics: dict[str, Any]) -> str:
+    names, overall = metrics["label_names"], metrics["overall"]
+    lines = [f"# Evaluation: {_title(metrics)}", "",
+             f"{metrics['utterances'][metrics['split']]} {metrics['split']} utterances, {len(names)} classes, "
+             f"single-label. Decision: {metrics['decision_rule']}. Values in percent.", ""]
+    run = metrics.get("run") or {}
+    if run:
+        lines += ["Run: " + ", ".join(f"{key} {value}" for key, value in run.items()
+                                     if value is not None and key != "kept_share") + ".", ""]
+    lines += ["## " + ", ".join(OVERALL_LABELS.values()) + ", %", "",
+              "| | " + " | ".join(OVERALL_LABELS.values()) + " |", "|---|" + "---:|" * len(OVERALL_LABELS),
+              _markdown_row(_run_name(metrics), [_percent(overall[k]) for k in OVERALL_LABELS]), "",
+              "## Per class, %", "", "| class | utterances | predicted | precision | recall | F1 |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name in names:
+        row = metrics["per_class"][name]
+        lines.append(_markdown_row(name, [str(row["support"]), str(row["predicted"]),
+                                          *(_percent(row[k]) for k in ("precision", "recall", "f1"))]))
+    mean = metrics["mean"]
+    lines += [_markdown_row("mean", ["", "", *(_percent(mean[k]) for k in ("precision", "recall", "f1"))]), ""]
+    lines += ["## Confusion matrix (rows: actual class, columns: predicted class)", "",
+              "| actual \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [_markdown_row(name, [str(v) for v in counts])
+              for name, counts in zip(names, metrics["confusion_matrix"]["counts"])]
+    lines += ["", "## Definitions", "", *[f"- {text}" for text in metrics["definitions"].values()], ""]
+    if metrics["notes"]:
+        lines += ["## Notes", "", *[f"- {note}" for note in metrics["notes"]], ""]
+    return "\n".join(lines)
+
+
 def sentiment_terminal_table(metrics: dict[str, Any]) -> str:
     figures = [*metrics["headline_metrics"], *metrics["secondary_metrics"]]
     lines = [f"CMU-MOSEI sentiment, {metrics['split']} split: {metrics['utterances'][metrics['split']]} utterances"]
     lines += [f"{SENTIMENT_TERMINAL[m]:<13} {format_figure(m, metrics['mean'][m]):>7}" for m in figures]
+    lines += [f"note: {note}" for note in metrics["notes"]]
+    return "\n".join(lines)
+
+
+def _single_label_terminal(metrics: dict[str, Any]) -> str:
+    names = metrics["label_names"]
+    rows = [(SINGLE_LABEL_TERMINAL[m], _run_cells(metrics, m))
+            for m in (*metrics["headline_metrics"], *metrics["secondary_metrics"])]
+    label_width = max(len(label) for label, _ in rows)
+    widths = [max(len(header), *(len(cells[i]) for _, cells in rows)) for i, header in enumerate([*names, "mean"])]
+    lines = [f"{_title(metrics)}: {metrics['utterances'][metrics['split']]} utterances; single-label, argmax "
+             "decision; values in %",
+             "; ".join(f"{OVERALL_LABELS[k]}: {_percent(v)}" for k, v in metrics["overall"].items()),
+             _terminal_line("", [*names, "mean"], label_width, widths)]
+    lines += [_terminal_line(label, cells, label_width, widths) for label, cells in rows]
     lines += [f"note: {note}" for note in metrics["notes"]]
     return "\n".join(lines)

@@ -64,6 +64,8 @@ class TrainConfig:
     init_from: str | None = None             # a run folder: start from its best epoch's weights (shared names)
     label_names: list[str] | None = None     # resolved from the shards when not given
     corpus: str | None = None                # resolved from the shards
+    label_task: str | None = None            # "single-label" (e.g. iemocap4) or one-vs-rest; resolved from the shards;
+                                             # None (runs made before label protocols): one-vs-rest
     data_fingerprint: dict | None = None     # {side file: SHA-256} of the data folders (shard_check.data_fingerprint)
     task: str = "emotion"                    # or "sentiment": MOSEI's score in [-3, 3], one regression output
     sentiment_loss: str = "l1"               # the sentiment task's loss: l1 or mse
@@ -109,15 +111,18 @@ def is_feature_model(kind: str) -> bool:
 def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
     """Fill corpus and label names from the shards' dataset card (model/labels.py), or FEATS' features.json."""
     if is_feature_model(config.model):
-        from model.feature_data import label_space_of_features
+        from model.feature_data import label_space_of_features, label_task_of_features
 
         corpus, names = label_space_of_features(config.shards)
+        task = label_task_of_features(config.shards)
     else:
-        from model.labels import label_space_of
+        from model.labels import label_space_of, label_task_of
 
         corpus, names = label_space_of(config.shards, allow_command_urls=allow_command_urls)
+        task = label_task_of(config.shards, allow_command_urls=allow_command_urls)
     config.corpus = config.corpus or corpus
     config.label_names = list(config.label_names or names)
+    config.label_task = config.label_task or task
     return check_task_labels(config)
 
 
@@ -144,16 +149,49 @@ def check_task_labels(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def loss_function(config: TrainConfig, reduction: str = "mean") -> nn.Module:
-    """The training loss: BCE on the logits (emotion), or L1 / MSE on the regression output (sentiment)."""
-    if config.task != "sentiment":
-        return nn.BCEWithLogitsLoss(reduction=reduction)
-    return {"l1": nn.L1Loss, "mse": nn.MSELoss}[config.sentiment_loss](reduction=reduction)
+def is_single_label(config: TrainConfig) -> bool:
+    """A single-label protocol (iemocap4): one softmax over the classes; otherwise one sigmoid per class."""
+    from model.metrics import SINGLE_LABEL
+
+    return config.label_task == SINGLE_LABEL
+
+
+def label_loss(config: TrainConfig, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"):
+    """The training loss, `reduction` over the utterances (and, for the binary tasks, the classes):
+    L1 or MSE on the regression output (sentiment); cross-entropy of the softmax against the one
+    class (single-label); else binary cross-entropy per class."""
+    if config.task == "sentiment":
+        loss = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}[config.sentiment_loss]
+        return loss(logits, targets, reduction=reduction)
+    if is_single_label(config):
+        return nn.functional.cross_entropy(logits, targets.argmax(dim=1), reduction=reduction)
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
 
 
 def output_scores(config: TrainConfig, logits: torch.Tensor) -> np.ndarray:
-    """What a split's predictions keep: sigmoid probabilities (emotion), the raw regression output (sentiment)."""
-    return (logits if config.task == "sentiment" else torch.sigmoid(logits)).cpu().numpy()
+    """What a split's predictions keep: the raw regression output (sentiment), softmax probabilities
+    (single-label) or sigmoid probabilities per class."""
+    if config.task == "sentiment":
+        return logits.cpu().numpy()
+    return (torch.softmax(logits, dim=1) if is_single_label(config) else torch.sigmoid(logits)).cpu().numpy()
+
+
+def evaluate_predictions(config: TrainConfig, valid: dict, tested: dict, split: str) -> dict:
+    """The metrics of `tested` (a `predict` result): sentiment's (MAE, r, Acc-2/7) on `tested` alone;
+    the single-label ones (WA, UA, F1) for a single-label protocol; else the one-vs-rest ones with
+    thresholds tuned on `valid`."""
+    from model.metrics import evaluate_scores, sentiment_metrics, single_label_metrics
+
+    if config.task == "sentiment":
+        metrics = sentiment_metrics(tested["scores"], tested["targets"], split=split)
+        metrics["utterances"]["valid"] = len(valid["ids"])
+        metrics["loss"] = config.sentiment_loss
+        return metrics
+    if is_single_label(config):
+        return single_label_metrics(config.corpus, tested["scores"], tested["targets"], list(config.label_names),
+                                    split=split, valid_utterances=len(valid["ids"]))
+    return evaluate_scores(config.corpus, valid["scores"], valid["targets"], tested["scores"], tested["targets"],
+                           list(config.label_names), split=split)
 
 
 def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
@@ -258,13 +296,12 @@ def autocast(config: TrainConfig):
 def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progress) -> tuple[float, int]:
     """One pass over the training shards; returns (mean loss per sample, samples seen)."""
     model.train()
-    loss_fn = loss_function(config)
     total, samples = 0.0, 0
     for batch in progress(loader, desc="train"):
         batch = batch.to(config.device)
         with autocast(config):
             logits = model(batch).logits
-        loss = loss_fn(logits.float(), batch.targets)
+        loss = label_loss(config, logits.float(), batch.targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -278,9 +315,8 @@ def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progr
 
 @torch.no_grad()
 def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
-    """Scores (output_scores), targets, ids and mean loss over one split, in the loader's order."""
+    """Scores (output_scores), targets, ids and mean loss per utterance over one split, in the loader's order."""
     model.eval()
-    loss_fn = loss_function(config, reduction="sum")
     ids, scores, targets, total = [], [], [], 0.0
     kept = KeptShare()
     for batch in progress(loader, desc=desc):
@@ -288,7 +324,8 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
         with autocast(config):
             logits = model(batch).logits.float()
         kept.add(model)
-        total += float(loss_fn(logits, batch.targets)) / batch.targets.shape[1]
+        per_class = 1 if is_single_label(config) else batch.targets.shape[1]
+        total += float(label_loss(config, logits, batch.targets, reduction="sum")) / per_class
         ids.extend(batch.ids)
         scores.append(output_scores(config, logits))
         targets.append(batch.targets.cpu().numpy())
@@ -323,13 +360,7 @@ class KeptShare:
 
 def validation_metrics(config: TrainConfig, valid: dict) -> dict:
     """Validation metrics with thresholds tuned on validation itself (the early-stopping score)."""
-    from model.metrics import evaluate_scores, sentiment_metrics
-
-    if config.task == "sentiment":
-        return sentiment_metrics(valid["scores"], valid["targets"], split="valid")
-
-    return evaluate_scores(config.corpus, valid["scores"], valid["targets"], valid["scores"], valid["targets"],
-                           list(config.label_names), split="valid")
+    return evaluate_predictions(config, valid, valid, "valid")
 
 
 def mean_f1(metrics: dict) -> float:

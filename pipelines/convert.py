@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -104,14 +104,17 @@ def plan_mosei(raw: Path, options: ConvertOptions, labels: str = "csd") -> Conve
 
 
 def filter_classes(utterances: list[Utterance], classes: tuple[str, ...]) -> tuple[list[Utterance], list[dict]]:
-    """Keep the utterances whose category is in `classes` ("all" keeps everything)."""
-    if "all" in classes:
-        return list(utterances), []
+    """Keep the utterances whose category is in a class of the protocol `classes` (mer_data/corpora/
+    label_protocol.py; "all" keeps everything), each labelled with its class as `label["class"]`."""
+    from mer_data.corpora.label_protocol import parse_classes
+
+    protocol = parse_classes(classes)
     keep, excluded = [], []
     for utt in utterances:
         category = utt.label.get("category")
-        if category in classes:
-            keep.append(utt)
+        merged = protocol.class_of(category)
+        if merged is not None:
+            keep.append(replace(utt, label={**utt.label, "class": merged}))
         else:
             excluded.append({"utterance": utt.id, "label": category,
                              "reason": f"category {category!r} not in --classes {','.join(classes)}"})
@@ -311,6 +314,7 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
         "excluded": {"count": len(plan.excluded),
                      "by_label": dict(sorted(Counter(str(e["label"]) for e in plan.excluded).items()))},
         "split_report": plan.split_report,
+        **label_protocol_entry(plan.corpus, options, rows),
         "reader_stats": plan.reader_stats,
         "checksums": checksums,
     }
@@ -321,6 +325,19 @@ def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict]
     if warnings:  # only then: the cards of conversions with nothing to warn about stay as they were
         card["warnings"] = warnings
     return card
+
+
+def label_protocol_entry(corpus: str, options: ConvertOptions, rows: list[dict]) -> dict:
+    """IEMOCAP's `label_protocol` of the card: its classes, the codes each merges, the task it trains as,
+    and the samples per class; nothing for MOSEI (its six emotions are fixed)."""
+    if corpus != "iemocap":
+        return {}
+    from mer_data.corpora.label_protocol import parse_classes
+
+    protocol = parse_classes(options.classes)
+    per_class = Counter(row["class"] for row in rows)
+    return {"label_protocol": {**protocol.to_json(), "counts": {name: per_class.get(name, 0)
+                                                                for name in protocol.names}}}
 
 
 def row_labels(row: dict) -> list[str]:

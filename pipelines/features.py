@@ -135,6 +135,7 @@ class FeaturePlan:
     dataset_sha256: str | None
     dataset_fingerprint: str | None
     frame_interval_ms: int | None
+    label_task: str = "one-vs-rest"   # model.labels.label_task_from_card
 
 
 @dataclass
@@ -243,7 +244,8 @@ def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
 def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
     """The shards of the folder (named {split}-NNNNNN.tar) and the label space of their dataset card
     (the sentiment task's for task "sentiment", MOSEI only)."""
-    from model.labels import CORPORA, SENTIMENT_LABELS, check_task, label_names_from_card, label_space_of
+    from model.labels import (CORPORA, SENTIMENT_LABELS, check_task, label_names_from_card, label_space_of,
+                              label_task_from_card)
 
     if not shards.is_dir():
         raise FileNotFoundError(f"{shards}: not a folder of shards")
@@ -262,9 +264,11 @@ def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
         options = card.get("options", {})
         sha, fingerprint = sha256_file(card_path), options.get("fingerprint")
         interval = options.get("frame_interval_ms")
+        label_task = label_task_from_card(card)
     else:  # loose shards: the label space of the first sample's corpus
         corpus, label_names = label_space_of(str(shards))
         sha = fingerprint = interval = None
+        label_task = "one-vs-rest"   # a corpus's default label space
     check_task(task, corpus, str(shards))
     if task == "sentiment":
         label_names = SENTIMENT_LABELS
@@ -274,7 +278,7 @@ def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
         match = SHARD_NAME.match(tar.name)
         jobs.append(ShardJob(str(tar.resolve()), tar.name, match["split"], int(match["number"]),
                              None if keys is None else tuple(keys.get(tar.name, ()))))
-    return FeaturePlan(shards, jobs, corpus, tuple(label_names), sha, fingerprint, interval)
+    return FeaturePlan(shards, jobs, corpus, tuple(label_names), sha, fingerprint, interval, label_task)
 
 
 def modality_specs(options: FeatureOptions, plan: FeaturePlan) -> dict[str, ModalitySpec]:
@@ -572,6 +576,7 @@ def feature_card(plan: FeaturePlan, options: FeatureOptions, record: dict, specs
         "tool": {"name": "mer-data", "version": mer_data.__version__},
         "corpus": plan.corpus,
         "label_names": list(plan.label_names),
+        "label_task": plan.label_task,
         "source": {"kind": "shards", "path": str(plan.source), "dataset_fingerprint": plan.dataset_fingerprint},
         "modalities": {name: spec.to_json() for name, spec in specs.items()},
         "options": {**options.to_json(), "dataset_sha256": plan.dataset_sha256,

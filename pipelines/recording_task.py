@@ -183,7 +183,7 @@ def index_row(meta: dict, word_timings: str | None = None) -> dict:
     }
     label = meta["label"]
     if "category" in label:
-        row.update(label=label["category"], valence=label["vad"][0], arousal=label["vad"][1],
+        row.update(label=label["category"], **{"class": label["class"]}, valence=label["vad"][0], arousal=label["vad"][1],
                    dominance=label["vad"][2])
     else:
         row.update(sentiment=label["sentiment"], **{f"emo_{k}": v for k, v in label["emotions"].items()})

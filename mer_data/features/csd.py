@@ -58,7 +58,7 @@ from mer_data.corpora.mosei import declared_size_problem
 from mer_data.records import Problem
 from mer_data.shards.errorlog import write_errors
 from mer_data.shards.hashing import sha256_file
-from model.labels import LabelError, label_names_from_card, targets
+from model.labels import LabelError, label_names_from_card, label_task_from_card, targets
 
 CHUNK_ROWS = 2000
 # How far an utterance-keyed entry may reach past the utterance and still count as lying inside
@@ -141,6 +141,7 @@ class ShardUtterances:
     fingerprint: str | None
     utterances: list[Utterance]
     problems: list[Problem]
+    label_task: str = "one-vs-rest"   # model.labels.label_task_from_card
 
 
 def read_shard_utterances(shards: Path) -> ShardUtterances:
@@ -170,7 +171,7 @@ def read_shard_utterances(shards: Path) -> ShardUtterances:
             recording=meta.get("recording"), speaker=meta.get("speaker"),
             start=_float_or_none(meta.get("start")), end=_float_or_none(meta.get("end")), target=target))
     return ShardUtterances(dataset.get("corpus"), label_names, dataset.get("options", {}).get("fingerprint"),
-                           utterances, problems)
+                           utterances, problems, label_task_from_card(dataset))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -763,6 +764,7 @@ def _card(shards, corpus: ShardUtterances, modalities: list[ImportedModality], p
         "tool": {"name": "mer-data", "version": mer_data.__version__},
         "corpus": corpus.corpus,
         "label_names": list(corpus.label_names),
+        "label_task": corpus.label_task,
         "source": {
             "kind": "csd",
             "path": str(shards),
