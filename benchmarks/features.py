@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/features.py --shards SHARDS/ --rounds 3
     .venv/bin/python benchmarks/features.py --audio mfcc --text none # other extractors in the timed runs
 
-Shards: --shards, else /work/dev-demo/shards, else the demo's corpus (`mer demo`: 5 sessions x 2
+Shards: --shards, else demo-out/shards (what `mer demo` writes), else the demo's corpus (`mer demo`: 5 sessions x 2
 dialogs x 24 synthetic utterances, leave-session-5-out split) generated once into
 bench-out/features/ and reused.
 
@@ -45,7 +45,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_busy_seconds, wait_until_idle  # noqa: E402
 
-DEFAULT_SHARDS = Path("/work/dev-demo/shards")
+DEFAULT_SHARDS = REPO / "demo-out" / "shards"   # what `mer demo` writes
 WORK = REPO / "bench-out" / "features"
 MER = [sys.executable, "-m", "mer_data.cli"]
 WORKER_COUNTS = (1, 2)

@@ -36,7 +36,7 @@ three do the same work.
 Then, if model/nets.py exists, the model's consumption: FE2E forward + backward (AdamW step
 included) on CPU per batch of our loader, in samples/s, against the loader's samples/s.
 
-    .venv/bin/python benchmarks/loader.py                       # /work/dev-demo/shards, ~12 min on 2 shared cores
+    .venv/bin/python benchmarks/loader.py                       # demo-out/shards (mer demo), ~12 min on 2 shared cores
     .venv/bin/python benchmarks/loader.py --shards SHARDS/ --samples 2000
     .venv/bin/python benchmarks/loader.py --frame-interval-ms 100
 
@@ -88,7 +88,7 @@ from model.labels import label_space_of, targets  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_busy_seconds, wait_until_idle  # noqa: E402
 
-DEFAULT_SHARDS = "/work/dev-demo/shards"
+DEFAULT_SHARDS = str(REPO / "demo-out" / "shards")   # what `mer demo` writes
 WORK = REPO / "bench-out" / "loader"
 WORKERS = 2
 BATCH_SIZE = 8

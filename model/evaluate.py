@@ -1,6 +1,6 @@
 """`mer evaluate`: score a trained run on a split with the paper's metrics, thresholds tuned on validation.
 
-The protocol (DESIGN.md §5): the run's best epoch predicts the validation split, per-class
+The protocol of Dai et al. (2021) for the one-vs-rest task: the run's best epoch predicts the validation split, per-class
 thresholds are chosen there to maximise F1, and those thresholds are applied to the evaluated split.
 Results go to RUN/eval-<split>/ as metrics.json, metrics.md and scores.parquet (every utterance's
 scores and targets, so any other metric can be computed later without the model).

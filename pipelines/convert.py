@@ -3,7 +3,7 @@
     plan  = plan_iemocap(raw, options)        # cheap, single process: who goes where, what is rejected
     report = run_conversion(plan, out, ...)   # media on the cluster, then shards + index + card
 
-Output folder layout (the contract of DESIGN.md §3): `{split}-{NNNNNN}.tar`, `index.parquet`,
+Output folder layout (the shard contract, docs/shard-format.md): `{split}-{NNNNNN}.tar`, `index.parquet`,
 `errors.jsonl` (every utterance not written, with its reason), `excluded.jsonl` (utterances left
 out on purpose, e.g. by the class filter), and `dataset.json`, written last: its presence means
 the conversion finished. Work in progress lives in `.staging/` and is removed at the end.

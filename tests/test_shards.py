@@ -1,4 +1,4 @@
-"""The shard writer against the shard contract (DESIGN.md section 3).
+"""The shard writer against the shard contract (docs/shard-format.md).
 
 Fake staged samples with real small members (metadata valid against the sample schema, UTF-8
 text, a 16 kHz FLAC sine, a tiny H.264 MP4) are packed and read back with plain tarfile,
