@@ -9,7 +9,7 @@ Normalisation: fixed constants rather than per-utterance mean/std, because the a
 an emotion cue (arousal: anger is loud, sadness quiet) that a per-utterance standardisation
 removes, and fixed constants make a sample's features independent of its length and of the other
 samples. LOG_MEL_MEAN/LOG_MEL_STD were measured on the train split of the default synthetic corpus
-(/work/dev-demo/shards, 116 utterances: mean -8.96, std 3.13 of the floored log-mel); they only
+(the demo's shards, 116 utterances: mean -8.96, std 3.13 of the floored log-mel); they only
 bring values to about zero mean and unit variance, the CNN's batch normalisation absorbs the rest
 on another corpus. LOG_FLOOR (1e-8) is about the power that 16-bit quantisation noise leaves in a
 mel band: digital silence maps to log(1e-8) instead of -inf.

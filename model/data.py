@@ -57,7 +57,7 @@ class SampleError(ValueError):
 
 @dataclass
 class Batch(TensorFields):
-    """What the loader yields and the nets consume (docs: /work/notes/model_contract.md)."""
+    """What the loader yields and the nets consume (docs/training.md)."""
 
     ids: list[str]
     frames: torch.Tensor  # float32 [sum(frame_counts), 3, S, S], normalised RGB face crops
