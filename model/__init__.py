@@ -1,1 +1,1 @@
-"""Streaming data, networks, sparse ops, training and metrics (to come: see the open issues)."""
+"""Streaming data, networks, sparse ops, training and metrics."""
