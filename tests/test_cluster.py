@@ -54,11 +54,9 @@ def _http_status(url: str) -> int:
 def test_the_local_cluster_is_private_to_its_process():
     # Finding: the dashboard listened on 0.0.0.0 and any local client could connect and run code
     # as the converting user. Now: loopback only, no dashboard, TLS with a temporary certificate.
-    import dask
     import psutil
-    import pytest
 
-    from pipelines.cluster import SchedulerUnreachable, _connect, dask_client
+    from pipelines.cluster import dask_client
 
     with dask_client(1) as client:
         scheduler = client.scheduler.address
@@ -66,14 +64,33 @@ def test_the_local_cluster_is_private_to_its_process():
         listening = _listening(psutil.Process())
         http_port = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.http_server.port)
         pages = {page: _http_status(f"http://127.0.0.1:{http_port}/{page}") for page in ("health", "status", "info/main/workers.html")}
-        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-            for intruder in (scheduler, scheduler.replace("tls://", "tcp://")):   # no certificate, or no TLS
-                with pytest.raises(SchedulerUnreachable):
-                    _connect(intruder)
+        # Another process (as another local user's would be), without the certificate or without TLS.
+        refusals = [_intruder_refused(address) for address in (scheduler, scheduler.replace("tls://", "tcp://"))]
     assert scheduler.startswith("tls://127.0.0.1:")
     assert workers and all(address.startswith("tls://127.0.0.1:") for address in workers)
     assert listening and {host for host, _ in listening} == {"127.0.0.1"}, listening
     assert pages == {"health": 200, "status": 404, "info/main/workers.html": 404}   # no dashboard, no task lists
+    assert refusals == [True, True], refusals
+
+
+INTRUDER = """
+import sys, dask
+from pipelines.cluster import SchedulerUnreachable, _connect
+with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+    try:
+        _connect(sys.argv[1]).close()
+    except SchedulerUnreachable:
+        sys.exit(0)
+sys.exit(1)
+"""
+
+
+def _intruder_refused(address: str) -> bool:
+    """Whether a client in a separate process, with dask's default (no) security, is refused."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", INTRUDER, address], capture_output=True, timeout=120).returncode == 0
 
 
 def test_a_remote_scheduler_with_tls_is_reached_with_dask_tls_config(tmp_path):
