@@ -358,26 +358,20 @@ def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms
 
 def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet):
     """Plan (clear errors for unusable input), run, and exit 3 when anything was rejected."""
-    try:
-        plan = make_plan()
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    plan = make_plan()   # unusable input: the group's one-line error
     report = _run(plan, out, options, workers, scheduler, overwrite, quiet)
     sys.exit(EXIT_REJECTED if report.rejected else 0)
 
 
 def _run(plan, out, options, workers, scheduler, overwrite, quiet):
-    from mer_data.faults import EnvironmentFault
-    from mer_data.folder_lock import FolderLocked
-    from pipelines.convert import OutputConflict, run_conversion
+    from pipelines.convert import run_conversion
 
     click.echo(f"{plan.corpus}: {plan.utterance_count} utterances in {len(plan.jobs)} recordings to convert; "
                f"{len(plan.excluded)} excluded by class, {len(plan.problems)} rejected while reading", err=True)
-    try:
-        report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
-                                overwrite=overwrite, progress=show_progress(quiet))
-    except (OutputConflict, FolderLocked, EnvironmentFault) as exc:
-        raise click.ClickException(str(exc))  # an EnvironmentFault: no card written, a rerun retries
+    # OutputConflict, FolderLocked, EnvironmentFault (no card written, a rerun retries): the group's
+    # one-line error, their messages say what to do
+    report = run_conversion(plan, out, options, workers=workers or os.cpu_count(), scheduler=scheduler,
+                            overwrite=overwrite, progress=show_progress(quiet))
     _print_summary(report)
     return report
 
@@ -432,9 +426,6 @@ def _data_safety_options(command):
                         help="Go on when the shards disagree with their index.parquet or dataset.json (cut short, "
                              "foreign or misplaced samples): they are left out and the log and metrics record "
                              "samples read against expected.")(command)
-
-
-_RUN_ERRORS = (FileExistsError, FileNotFoundError, ValueError)   # their messages say what to do
 
 
 @main.command("train")
@@ -501,7 +492,6 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
       mer train mosei-shards/ --task sentiment --out runs/fe2e-sentiment
       mer train --resume runs/fe2e          # continue a killed or finished run
     """
-    from mer_data.folder_lock import FolderLocked
     from model.train import TrainConfig, train
 
     if bool(run) == bool(resume_run):
@@ -517,12 +507,8 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
                          keep_checkpoints=keep_checkpoints, task=task, sentiment_loss=sentiment_loss,
                          model_options=_model_options(model_options))
     folder = run or resume_run
-    try:
-        train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
-              log=lambda m: click.echo(m, err=True), allow_partial=allow_partial,
-              allow_command_urls=allow_command_urls)
-    except (*_RUN_ERRORS, FolderLocked) as exc:
-        raise click.ClickException(error_line(exc))
+    train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
+          log=lambda m: click.echo(m, err=True), allow_partial=allow_partial, allow_command_urls=allow_command_urls)
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet, allow_partial=allow_partial)
 
@@ -578,12 +564,9 @@ def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, 
     from model.evaluate import evaluate
     from model.report import terminal_table
 
-    try:
-        metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
-                           progress=show_progress(quiet), top_p=top_p, allow_partial=allow_partial,
-                           allow_command_urls=allow_command_urls, log=lambda m: click.echo(m, err=True))
-    except _RUN_ERRORS as exc:
-        raise click.ClickException(str(exc))
+    metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
+                       progress=show_progress(quiet), top_p=top_p, allow_partial=allow_partial,
+                       allow_command_urls=allow_command_urls, log=lambda m: click.echo(m, err=True))
     click.echo(terminal_table(metrics))
     click.echo(f"written: {evaluation_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)
 

@@ -16,7 +16,6 @@ conversion out of OUT while one runs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
