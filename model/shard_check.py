@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mer_data.locations import local_folder
 from mer_data.shards.card import CARD_NAME
 from mer_data.shards.hashing import sha256_file
 from mer_data.shards.index import INDEX_NAME, keys_by_shard
@@ -80,14 +81,10 @@ def check_source_safety(sources: Iterable[str], *, allow_command_urls: bool) -> 
 
 
 def absolute_sources(sources: Iterable[str]) -> list[str]:
-    """Local locations made absolute (file: URLs become paths); URLs as they are."""
-    absolute = []
-    for source in map(str, sources):
-        if _URL.match(source) and command_scheme(source) is not None:
-            absolute.append(source)
-        else:
-            absolute.append(os.path.abspath(re.sub(r"^file://?", "", source, flags=re.IGNORECASE)))
-    return absolute
+    """Local locations made absolute (file: URLs read as paths the way every written folder reads
+    them, mer_data.locations.local_folder); URLs that run a command as they are."""
+    return [source if command_scheme(source) is not None else os.path.abspath(local_folder(source))
+            for source in map(str, sources)]
 
 
 def data_fingerprint(sources: Iterable[str]) -> dict[str, str]:
