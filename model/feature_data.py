@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from mer_data.corpora.label_protocol import ONE_VS_REST
 from mer_data.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
 from model.batches import TensorFields
 
@@ -74,7 +75,7 @@ def label_space_of_features(sources) -> tuple[str, tuple[str, ...]]:
 
 def label_task_of_features(sources) -> str:
     """How a FEATS folder's label space trains (its card's label_task; one-vs-rest in earlier cards)."""
-    return read_card(features_folder(sources)).get("label_task", "one-vs-rest")
+    return read_card(features_folder(sources)).get("label_task", ONE_VS_REST)
 
 
 def select_modalities(feats: str | os.PathLike, letters: str) -> list[tuple[str, int]]:

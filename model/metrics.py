@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mer_data.corpora.label_protocol import SINGLE_LABEL
+
 IEMOCAP = "iemocap"
 MOSEI = "mosei"
 
@@ -411,7 +413,6 @@ def _sentiment_arrays(predictions, targets, split: str) -> tuple[np.ndarray, np.
 # Single-label protocols (IEMOCAP 4-class, hap+exc merged): one C-way decision per utterance
 
 
-SINGLE_LABEL = "single-label"
 SINGLE_LABEL_HEADLINE = ("recall", "f1")
 SINGLE_LABEL_SECONDARY = ("precision",)
 SINGLE_LABEL_DECISION = "the argmax of the C softmax scores (no thresholds; ties go to the first label)"

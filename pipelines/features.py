@@ -35,6 +35,7 @@ from typing import Any
 
 import mer_data
 import schemas
+from mer_data.corpora.label_protocol import ONE_VS_REST
 from mer_data.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
                                      arrow_schema, part_path, read_card, rows_to_table, sequence_problem, split_dir,
                                      split_parts, write_card, write_part)
@@ -135,7 +136,7 @@ class FeaturePlan:
     dataset_sha256: str | None
     dataset_fingerprint: str | None
     frame_interval_ms: int | None
-    label_task: str = "one-vs-rest"   # model.labels.label_task_from_card
+    label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
 
 
 @dataclass
@@ -268,7 +269,7 @@ def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
     else:  # loose shards: the label space of the first sample's corpus
         corpus, label_names = label_space_of(str(shards))
         sha = fingerprint = interval = None
-        label_task = "one-vs-rest"   # a corpus's default label space
+        label_task = ONE_VS_REST   # a corpus's default label space
     check_task(task, corpus, str(shards))
     if task == "sentiment":
         label_names = SENTIMENT_LABELS

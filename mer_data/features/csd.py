@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 import mer_data
 import schemas
+from mer_data.corpora.label_protocol import ONE_VS_REST
 from mer_data.features.table import (
     CARD_NAME,
     ERRORS_NAME,
@@ -141,7 +142,7 @@ class ShardUtterances:
     fingerprint: str | None
     utterances: list[Utterance]
     problems: list[Problem]
-    label_task: str = "one-vs-rest"   # model.labels.label_task_from_card
+    label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
 
 
 def read_shard_utterances(shards: Path) -> ShardUtterances:
