@@ -76,6 +76,7 @@ class NetConfig:
     text_encoder: str | None
     top_p: float | None
     architecture: dict = field(default_factory=dict)
+    arch: str = "compact"             # ARCHITECTURES; configs stored before it existed are compact
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -136,46 +137,28 @@ class TemporalEncoder(nn.Module):
         return (hidden * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
-class FE2E(nn.Module):
-    """Fully end-to-end model with dense CNN feature extractors."""
+class EndToEndModel(nn.Module):
+    """What FE2E and MESM of every architecture share: labels, modalities, text encoder, the batch's
+    images per modality, and the forward pass (per-modality logits, then `fuse`)."""
 
     kind = "fe2e"
+    arch = "compact"
 
-    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
-                 text_dim: int | None = None, architecture: Architecture | dict | None = None):
-        super().__init__()
+    def _set_inputs(self, label_names, modalities: str, text_encoder: nn.Module | None,
+                    text_dim: int | None) -> None:
         self.label_names = tuple(label_names)
         if not self.label_names:
             raise ValueError("label_names is empty")
         self.modalities = canonical_modalities(modalities)
-        self.architecture = (architecture if isinstance(architecture, Architecture)
-                             else Architecture.from_options(architecture or {}))
         self.config: NetConfig | None = None      # set by build_model
         self.text_encoder = text_encoder if self.uses_text() else None
         if self.uses_text():
             if text_encoder is None:
                 raise ValueError(f"{self.kind.upper()} with modalities {self.modalities!r} needs a text encoder")
             self.text_dim = int(text_dim) if text_dim is not None else text_hidden_size(text_encoder)
-        arch, classes = self.architecture, len(self.label_names)
-        self.extractors = nn.ModuleDict()
-        self.temporal = nn.ModuleDict()
-        self.heads = nn.ModuleDict()
-        for modality in self.modalities:
-            if modality == "t":
-                self.heads["t"] = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.text_dim, classes))
-                continue
-            channels = arch.visual_channels if modality == "v" else arch.acoustic_channels
-            self.extractors[modality] = self.make_extractor(IMAGE_CHANNELS[modality], channels)
-            self.temporal[modality] = TemporalEncoder(channels[-1], arch.temporal_width, arch.temporal_layers,
-                                                      arch.temporal_heads, arch.dropout)
-            self.heads[modality] = nn.Linear(arch.temporal_width, classes)
-        self.fusion_weights = nn.Parameter(torch.zeros(len(self.modalities)))
 
     def uses_text(self) -> bool:
         return "t" in self.modalities
-
-    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
-        return CNNExtractor(in_channels, channels, self.architecture.convs_per_block)
 
     def encode_text(self, batch) -> torch.Tensor | None:
         """[B, text_dim] CLS vectors, or None when the model has no text encoder."""
@@ -210,24 +193,60 @@ class FE2E(nn.Module):
             _, counts = self.images_and_counts(batch, modality)
             per_image = self.extract(batch, modality, text_vector)
             logits[modality] = self.heads[modality](self.temporal[modality](per_image, counts))
+        return ModelOutput(logits=self.fuse(logits), modality_logits=logits)
+
+    def fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FE2E(EndToEndModel):
+    """Fully end-to-end model with dense CNN feature extractors (the compact architecture)."""
+
+    kind = "fe2e"
+
+    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
+                 text_dim: int | None = None, architecture: Architecture | dict | None = None):
+        super().__init__()
+        self._set_inputs(label_names, modalities, text_encoder, text_dim)
+        self.architecture = (architecture if isinstance(architecture, Architecture)
+                             else Architecture.from_options(architecture or {}))
+        arch, classes = self.architecture, len(self.label_names)
+        self.extractors = nn.ModuleDict()
+        self.temporal = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for modality in self.modalities:
+            if modality == "t":
+                self.heads["t"] = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.text_dim, classes))
+                continue
+            channels = arch.visual_channels if modality == "v" else arch.acoustic_channels
+            self.extractors[modality] = self.make_extractor(IMAGE_CHANNELS[modality], channels)
+            self.temporal[modality] = TemporalEncoder(channels[-1], arch.temporal_width, arch.temporal_layers,
+                                                      arch.temporal_heads, arch.dropout)
+            self.heads[modality] = nn.Linear(arch.temporal_width, classes)
+        self.fusion_weights = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
+        return CNNExtractor(in_channels, channels, self.architecture.convs_per_block)
+
+    def fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The per-modality logits weighted by softmax(fusion_weights)."""
         weights = torch.softmax(self.fusion_weights, dim=0)
-        fused = sum(weights[i] * logits[m].float() for i, m in enumerate(self.modalities))
-        return ModelOutput(logits=fused, modality_logits=logits)
+        return sum(weights[i] * logits[m].float() for i, m in enumerate(self.modalities))
 
 
-class MESM(FE2E):
-    """FE2E with text-attended sparse CNNs: top-p of the cross-modal attention, sparse blocks after it."""
+class SparseExtraction:
+    """MESM's part of every architecture (a mixin before the FE2E class): the text vector each sparse
+    extractor attends with, the nucleus mass `top_p` (settable: evaluation at another p) and the
+    positions kept in the last forward pass. Extractors have `top_p` and `last_active_counts`."""
 
     kind = "mesm"
 
-    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
-                 text_dim: int | None = None, architecture: Architecture | dict | None = None,
-                 top_p: float = 0.5):
+    def _set_top_p(self, modalities: str, top_p: float) -> None:
+        """Call before the FE2E __init__ (the extractors it makes read `_top_p`)."""
         if "t" not in canonical_modalities(modalities):
             raise ValueError(f"MESM attends over the visual/acoustic maps with the text vector, so its"
                              f" modalities must include 't' (got {modalities!r}); use FE2E without text")
         self._top_p = self._checked_top_p(top_p)
-        super().__init__(label_names, modalities, text_encoder, text_dim, architecture)
 
     @staticmethod
     def _checked_top_p(top_p: float) -> float:
@@ -245,13 +264,6 @@ class MESM(FE2E):
         for extractor in self.extractors.values():
             extractor.top_p = self._top_p
 
-    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
-        arch = self.architecture
-        return SparseCNNExtractor(in_channels, channels, arch.convs_per_block, text_dim=self.text_dim,
-                                  attention_dim=arch.attention_dim, top_p=self._top_p,
-                                  nucleus_per_level=arch.nucleus_per_level,
-                                  selection_cell=arch.selection_cell)
-
     def extract(self, batch, modality: str, text_vector: torch.Tensor | None) -> torch.Tensor:
         images, counts = self.images_and_counts(batch, modality)
         return self.extractors[modality](images, text_vector.repeat_interleave(counts, dim=0))
@@ -266,37 +278,71 @@ class MESM(FE2E):
         return {m: list(e.last_active_counts) for m, e in self.extractors.items()}
 
 
+class MESM(SparseExtraction, FE2E):
+    """FE2E with text-attended sparse CNNs: top-p of the cross-modal attention, sparse blocks after it."""
+
+    def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
+                 text_dim: int | None = None, architecture: Architecture | dict | None = None,
+                 top_p: float = 0.5):
+        self._set_top_p(modalities, top_p)
+        super().__init__(label_names, modalities, text_encoder, text_dim, architecture)
+
+    def make_extractor(self, in_channels: int, channels: tuple[int, ...]) -> nn.Module:
+        arch = self.architecture
+        return SparseCNNExtractor(in_channels, channels, arch.convs_per_block, text_dim=self.text_dim,
+                                  attention_dim=arch.attention_dim, top_p=self._top_p,
+                                  nucleus_per_level=arch.nucleus_per_level,
+                                  selection_cell=arch.selection_cell)
+
+
 MODEL_KINDS = {"fe2e": FE2E, "mesm": MESM}
+ARCHITECTURES = ("compact", "dai2021")
+
+
+def model_classes(arch: str) -> dict:
+    """{"fe2e": class, "mesm": class} of an architecture, and its options dataclass."""
+    if arch == "compact":
+        return MODEL_KINDS, Architecture
+    if arch == "dai2021":
+        from model.dai2021 import DAI2021_KINDS, Dai2021Architecture
+
+        return DAI2021_KINDS, Dai2021Architecture
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
 
 
 def build_model(kind: str, label_names, modalities: str = "tav", text_encoder: str | None = None,
-                top_p: float | None = 0.5, **architecture_options) -> nn.Module:
+                top_p: float | None = 0.5, arch: str = "compact", **architecture_options) -> nn.Module:
     """FE2E or MESM with its text encoder loaded by name or local path (None: the bundled MiniLM).
 
-    `top_p` is MESM's nucleus mass (ignored by FE2E); `architecture_options` are Architecture fields.
+    `arch`: "compact" (this module's nets, the default) or "dai2021" (the published networks,
+    model/dai2021.py). `top_p` is MESM's nucleus mass (ignored by FE2E); `architecture_options` are
+    the fields of the architecture's options dataclass (Architecture, or Dai2021Architecture).
     The returned model carries `model.config` (NetConfig) for build_model_from_config.
     """
     key = str(kind).lower()
-    if key not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
+    kinds, options_class = model_classes(str(arch))
+    if key not in kinds:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(kinds)}")
     modalities = canonical_modalities(modalities)
-    architecture = Architecture.from_options(architecture_options)
+    architecture = options_class.from_options(architecture_options)
     needs_text = "t" in modalities or key == "mesm"
     encoder = load_text_encoder(text_encoder) if needs_text else None
     extra = {"top_p": top_p} if key == "mesm" else {}
-    model = MODEL_KINDS[key](label_names, modalities, encoder, None, architecture, **extra)
+    model = kinds[key](label_names, modalities, encoder, None, architecture, **extra)
     model.config = NetConfig(kind=key, label_names=list(model.label_names), modalities=modalities,
                              text_encoder=None if text_encoder is None else str(text_encoder),
                              top_p=float(top_p) if key == "mesm" else None,
-                             architecture=asdict(architecture))
+                             architecture=asdict(architecture), arch=str(arch))
     return model
 
 
 def build_model_from_config(config: NetConfig | dict) -> nn.Module:
-    """Rebuild a model from `model.config` or its `to_dict()` (then load the checkpoint's state_dict)."""
+    """Rebuild a model from `model.config` or its `to_dict()` (then load the checkpoint's state_dict).
+
+    A config without "arch" (stored before there were two architectures) is the compact one."""
     data = config.to_dict() if isinstance(config, NetConfig) else dict(config)
     missing = {"kind", "label_names", "modalities"} - set(data)
     if missing:
         raise ValueError(f"model config lacks {sorted(missing)}")
     return build_model(data["kind"], data["label_names"], data["modalities"], data.get("text_encoder"),
-                       data.get("top_p"), **data.get("architecture", {}))
+                       data.get("top_p"), data.get("arch") or "compact", **data.get("architecture", {}))

@@ -217,6 +217,38 @@ def top_p_mask(attention: torch.Tensor, p: float) -> torch.Tensor:
     return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
 
 
+def softmax_by_image(scores: torch.Tensor, image_index: torch.Tensor, n_images: int) -> torch.Tensor:
+    """Softmax of `scores` [N] over the sites of each image (`image_index` [N]); differentiable."""
+    peak = scores.new_full((n_images,), float("-inf")).scatter_reduce(
+        0, image_index, scores.detach(), reduce="amax", include_self=True)
+    exp = torch.exp(scores - peak.index_select(0, image_index))
+    totals = exp.new_zeros(n_images).index_add(0, image_index, exp)
+    return exp / totals.index_select(0, image_index)
+
+
+def nucleus_by_image(weights: torch.Tensor, image_index: torch.Tensor, n_images: int, p: float) -> torch.Tensor:
+    """`top_p_mask` per image over sparse sites: bool [N], per image the sites, sorted by weight
+    descending, up to and including the one where the cumulative weight first reaches p x the image's
+    total (ties: the lower row first). At least one site per image with sites; p >= 1 keeps all."""
+    if not p > 0:
+        raise ValueError(f"top-p needs p > 0, got {p}")
+    if weights.dim() != 1 or image_index.shape != weights.shape:
+        raise ValueError(f"weights and image_index must be [N], got {tuple(weights.shape)}"
+                         f" and {tuple(image_index.shape)}")
+    if p >= 1:
+        return torch.ones_like(weights, dtype=torch.bool)
+    # Sites grouped by image, each group sorted by weight descending (two stable sorts).
+    order = torch.sort(weights, descending=True, stable=True).indices
+    order = order.index_select(0, torch.sort(image_index.index_select(0, order), stable=True).indices)
+    values = weights.index_select(0, order).double()          # float64: cumulative sums over many sites
+    image = image_index.index_select(0, order)
+    totals = values.new_zeros(n_images).index_add(0, image, values)
+    group_start = torch.cumsum(totals, 0) - totals           # the mass of the images before
+    mass_before = torch.cumsum(values, 0) - values - group_start.index_select(0, image)
+    keep_sorted = mass_before < p * totals.index_select(0, image)
+    return torch.zeros_like(keep_sorted).scatter(0, order, keep_sorted)
+
+
 class _Workspace(threading.local):
     """One reusable scratch buffer per thread, device and dtype, for the im2col columns.
 
