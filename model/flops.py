@@ -39,11 +39,28 @@ class _EvalMode:
 
 
 @torch.no_grad()
-def feature_extraction_flops(model, batch) -> dict[str, int]:
-    """{'v': .., 'a': .., 'total': ..}: counted FLOPs of each CNN extractor (FE2E or MESM) on `batch`."""
+def feature_extraction_flops(model, batch, *, batch_statistics: bool = False) -> dict[str, int]:
+    """{'v': .., 'a': .., 'total': ..}: counted FLOPs of each CNN extractor (FE2E or MESM) on `batch`.
+
+    In eval mode by default. batch_statistics=True counts in train mode instead (batch norm with the
+    batch's statistics, as in a training step; the running statistics get updated): what an untrained
+    MESM keeps depends on it, since fresh running statistics leave the features un-normalised."""
+    if batch_statistics:
+        was_training = model.training
+        model.train()
+        if model.text_encoder is not None:
+            model.text_encoder.eval()       # the text vector without dropout, as the extraction's input
+        try:
+            return _extraction_counts(model, batch)
+        finally:
+            model.train(was_training)
     with _EvalMode(model):
-        text_vector = model.encode_text(batch)
-        counts = {m: _counted(lambda m=m: model.extract(batch, m, text_vector)) for m in model.extractors}
+        return _extraction_counts(model, batch)
+
+
+def _extraction_counts(model, batch) -> dict[str, int]:
+    text_vector = model.encode_text(batch)
+    counts = {m: _counted(lambda m=m: model.extract(batch, m, text_vector)) for m in model.extractors}
     counts["total"] = sum(counts.values())
     return counts
 
