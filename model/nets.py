@@ -1,6 +1,9 @@
 """FE2E and MESM (after Dai et al., NAACL 2021): end-to-end multimodal emotion classifiers.
 
-Per modality (any non-empty subset of "tav"):
+Two architectures (`build_model(..., arch=...)`, ARCHITECTURES): "compact", this module's nets
+(the default), and "dai2021", the published networks (model/dai2021.py). Both share
+`EndToEndModel` (inputs, text encoder, forward pass) and, for MESM, `SparseExtraction` (top_p,
+active_counts). The compact nets, per modality (any non-empty subset of "tav"):
 - t: the text encoder's CLS vector -> dropout -> linear -> logits.
 - v: a CNN per face crop -> one vector per frame -> a small transformer over each utterance's frames
   (sinusoidal positions, key padding mask) -> masked mean -> linear -> logits.
