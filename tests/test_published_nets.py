@@ -285,3 +285,19 @@ def test_attention_scores_are_the_additive_form():
     torch.testing.assert_close(attention(sites, text), expected)
     image = torch.tensor([0] * 7 + [1] * 7)
     torch.testing.assert_close(attention(sites.reshape(14, 4), text, image), expected.reshape(14))
+
+
+def test_flops_can_be_counted_with_the_batch_statistics(tiny_text_encoder, batch):
+    from model.flops import feature_extraction_flops
+
+    torch.manual_seed(7)
+    model = build_model("mesm", LABELS, "tav", str(tiny_text_encoder), 0.5, arch="dai2021").eval()
+    norm = model.extractors["v"].levels[0].bn1
+    before = norm.running_mean.clone()
+    in_eval = feature_extraction_flops(model, batch)
+    assert torch.equal(norm.running_mean, before)                  # eval mode: statistics untouched
+    counted = feature_extraction_flops(model, batch, batch_statistics=True)
+    assert not torch.equal(norm.running_mean, before)              # train mode: the batch's statistics
+    assert not model.training                                      # and the mode is restored
+    assert counted["total"] == counted["v"] + counted["a"] > 0
+    assert set(counted) == set(in_eval)
