@@ -107,7 +107,8 @@ def calibrate_sharpness(sparse, wrappers, batch, dense_total: int, target: float
     return round(math.exp((low + high) / 2), 4)
 
 
-def run_dai2021_sweep(args, parser) -> dict:
+def run_dai2021_sweep(args) -> dict:
+    """The sweep of sparse_vs_dense.py --preset dai2021 (its docstring); returns the JSON's dict."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dense = build_model("fe2e", LABELS, "tav", args.text_encoder, arch="dai2021")
@@ -168,8 +169,9 @@ def run_dai2021_sweep(args, parser) -> dict:
                    "flops_ratio_acoustic": round(flops[name, p]["a"] / dense_flops["a"], 4)}
             if name in timed:
                 wall, cpu = times[f"mesm-{name}@{p}"]["wall"], times[f"mesm-{name}@{p}"]["cpu"]
+                paired = statistics.median(s / d for s, d in zip(wall, times["fe2e"]["wall"]))
                 row.update(time_ratio=round(statistics.median(wall) / fe2e_wall, 4),
-                           paired_time_ratio=round(statistics.median(s / d for s, d in zip(wall, times["fe2e"]["wall"])), 4),
+                           paired_time_ratio=round(paired, 4),
                            cpu_time_ratio=round(statistics.median(cpu) / fe2e_cpu, 4),
                            kept={m: [round(f, 3) for f in levels] for m, levels in kept[name, p].items()})
             per_p.append(row)

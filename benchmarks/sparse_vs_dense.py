@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
                          " --no-nucleus-per-level")
         from benchmarks.dai2021_sweep import run_dai2021_sweep
 
-        return run_dai2021_sweep(args, parser)
+        return run_dai2021_sweep(args)
     if args.run and (args.channels or args.no_nucleus_per_level or args.text_encoder):
         parser.error("--run takes the sizes and text encoder of the run: drop --channels,"
                      " --no-nucleus-per-level and --text-encoder")

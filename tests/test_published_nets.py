@@ -84,8 +84,8 @@ def test_parameter_shapes_follow_the_official_layout(modality, flat):
 
     sparse = SparsePublishedCNN(modality, text_dim=768)
     dense_shapes = official_cnn_shapes(SHAPES[modality][0], flat)
-    # The sparse levels' submanifold convolutions have no bias (SparseConvNet's SparseVggNet):
-    # drop the bias of the 6 level convolutions (shapes 4 + 2*8*... after the low level's 2 blocks).
+    # The sparse levels' submanifold convolutions have no bias (SparseConvNet's SparseVggNet): drop
+    # the biases of the convolutions of VGG blocks 2-4 (0-based; each block: conv w, b, BN w, b, x2).
     level_biases = {4 + 8 * block + offset for block in (2, 3, 4) for offset in (1, 5)}
     expected = [s for i, s in enumerate(dense_shapes) if i not in level_biases]
     for k, channels in zip((64, 128, 256), (64, 128, 256)):   # official CrossModalAttentionLayer(k, C, 768)
