@@ -139,6 +139,20 @@ def test_pos_weight_auto_reads_the_training_split(every_class_in_train, training
         resolve_pos_weight(sentiment)
 
 
+def test_pos_weight_auto_reads_a_baselines_training_table(tmp_path):
+    from model.pos_weight import resolve_pos_weight
+    from model.train import TrainConfig, resolve_labels
+    from tests.test_baselines import make_feats
+
+    feats = make_feats(tmp_path / "feats")
+    config = resolve_labels(TrainConfig(shards=[str(feats)], model="lf-rnn", pos_weight="auto"))
+    table = pd.read_parquet(next((feats / "train").glob("*.parquet")), columns=["target"])
+    targets = np.stack(table["target"].to_list())
+    positives = targets.sum(axis=0)
+    resolve_pos_weight(config)
+    assert config.pos_weight_values == pytest.approx(list((len(targets) - positives) / positives))
+
+
 def _module_of(name: str) -> str:
     """text_encoder, extractors, ... ; heads.t, heads.a, heads.v for the heads."""
     parts = name.split(".")
