@@ -76,7 +76,7 @@ class TrainConfig:
     # these defaults, which are what every such run trained with.
     preset: str | None = None                # "dai2021": the published setup (model/presets.py), resolved into
                                              # the fields below and above when the run opens
-    preset_overrides: list[str] | None = None   # the fields given explicitly, which the preset left alone
+    preset_overrides: list[str] | None = None   # the preset's fields given explicitly (left as given)
     arch: str = "compact"                    # the nets: compact (model/nets.py) or dai2021 (the published ones)
     optimizer: str = "adamw"                 # adamw (decoupled weight decay) or adam (L2 in the gradient: the official)
     slow_text_head: bool = False             # the text head learns at lr * text_lr_factor too (the official code)
