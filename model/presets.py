@@ -2,9 +2,10 @@
 
 A preset fills every TrainConfig field it names, except those the user gave explicitly
 (`TrainConfig.preset_overrides`, the field names; the CLI collects them with click's parameter
-sources, and the run records those among the preset's fields). It is resolved when a new run opens (model.train.open_run_config), in two steps: the
-values that depend on nothing (`resolve_preset`), then, once the shards' corpus and label task are
-known, those that depend on them (`resolve_preset_for_data`). The run's config.json then holds the
+sources, and the run records those among the preset's fields). It is resolved when a new run opens
+(model.train.open_run_config), in two steps: the values that depend on nothing (`resolve_preset`),
+then, once the shards' corpus and label task are known, those that depend on them
+(`resolve_preset_for_data`). The run's config.json then holds the
 preset's name, the overridden field names and every resolved value, so evaluate and --resume
 rebuild the same run without resolving anything again.
 
@@ -108,7 +109,8 @@ def check_inputs_fit_architecture(config) -> None:
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     if config.audio_frontend not in AUDIO_FRONTENDS:
-        raise ValueError(f"unknown audio front end {config.audio_frontend!r}; choose one of {', '.join(AUDIO_FRONTENDS)}")
+        raise ValueError(f"unknown audio front end {config.audio_frontend!r};"
+                         f" choose one of {', '.join(AUDIO_FRONTENDS)}")
     if config.face_normalisation not in FACE_NORMALISATIONS:
         raise ValueError(f"unknown face normalisation {config.face_normalisation!r};"
                          f" choose one of {', '.join(FACE_NORMALISATIONS)}")
@@ -129,10 +131,11 @@ def describe(config) -> str:
     overridden = ", ".join(config.preset_overrides or ()) or "nothing"
     weights = (" [" + " ".join(f"{w:.2f}" for w in config.pos_weight_values) + "]"
                if config.pos_weight_values else "")
+    top_p = f", top-p {config.top_p:g}" if config.model == "mesm" else ""
     return (f"preset {config.preset}: arch {config.arch}, text encoder {config.text_encoder},"
-            f" {config.optimizer} lr {config.lr:g} (text x{config.text_lr_factor:g}) weight decay {config.weight_decay:g},"
-            f" batch {config.batch_size}, epochs {config.epochs}, patience {config.patience},"
-            f" audio {config.audio_frontend}, faces {config.face_normalisation} every {config.frame_interval_ms} ms,"
-            f" pos_weight {config.pos_weight}{weights}" + (f", top-p {config.top_p:g}" if config.model == "mesm" else "")
-            + f"; given explicitly: {overridden}")
+            f" {config.optimizer} lr {config.lr:g} (text x{config.text_lr_factor:g})"
+            f" weight decay {config.weight_decay:g}, batch {config.batch_size}, epochs {config.epochs},"
+            f" patience {config.patience}, audio {config.audio_frontend},"
+            f" faces {config.face_normalisation} every {config.frame_interval_ms} ms,"
+            f" pos_weight {config.pos_weight}{weights}{top_p}; given explicitly: {overridden}")
 

@@ -80,7 +80,8 @@ class TrainConfig:
     arch: str = "compact"                    # the nets: compact (model/nets.py) or dai2021 (the published ones)
     optimizer: str = "adamw"                 # adamw (decoupled weight decay) or adam (L2 in the gradient: the official)
     slow_text_head: bool = False             # the text head learns at lr * text_lr_factor too (the official code)
-    pos_weight: str = "none"                 # "auto": BCE pos_weight = negatives/positives per class (model/pos_weight.py)
+    pos_weight: str = "none"                 # "auto": BCE pos_weight = negatives/positives per class
+                                             # of the training split (model/pos_weight.py)
     pos_weight_values: list[float] | None = None   # resolved from the training split when the run opens
     audio_frontend: str = "logmel64"         # model/audio.py: logmel64 (compact) or dai2021 (the official)
     face_normalisation: str = "imagenet"     # model/frames.py: imagenet or dai2021 (the official)

@@ -26,7 +26,8 @@ def _batch(tokenizer, frames=(3, 5), chunks=(2, 4)):
     return Batch(ids=["a", "b"], frames=torch.randn(sum(frames), 3, 48, 48, generator=generator),
                  frame_counts=torch.tensor(frames), mel_chunks=torch.rand(sum(chunks), 1, 128, 32, generator=generator),
                  chunk_counts=torch.tensor(chunks), input_ids=tokens["input_ids"],
-                 attention_mask=tokens["attention_mask"], targets=torch.tensor([[0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0.]]),
+                 attention_mask=tokens["attention_mask"],
+                 targets=torch.tensor([[0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0.]]),
                  label_names=LABELS).pin_memory()
 
 
@@ -49,7 +50,8 @@ def test_the_published_networks_run_forward_and_backward_on_cuda(kind, tiny_text
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_a_preset_run_trains_resumes_and_evaluates_on_cuda(amp, every_class_in_train, tiny_text_encoder, tmp_path):  # noqa: F811
+def test_a_preset_run_trains_resumes_and_evaluates_on_cuda(amp, every_class_in_train,  # noqa: F811
+                                                            tiny_text_encoder, tmp_path):
     from click.testing import CliRunner
 
     from mer_data.cli import main

@@ -42,7 +42,8 @@ def test_the_preset_resolves_every_published_value():
 def test_explicit_options_win_over_the_preset():
     config = _resolved("mesm", overrides=["lr", "batch_size", "top_p", "arch", "pos_weight"],
                        lr=1e-4, batch_size=5, top_p=0.9, arch="compact", pos_weight="none")
-    assert (config.lr, config.batch_size, config.top_p, config.arch, config.pos_weight) == (1e-4, 5, 0.9, "compact", "none")
+    assert (config.lr, config.batch_size, config.top_p, config.arch, config.pos_weight) == (
+        1e-4, 5, 0.9, "compact", "none")
     assert config.optimizer == "adam" and config.epochs == 40       # the rest is still the preset's
 
 
@@ -259,8 +260,10 @@ def test_cli_preset_trains_records_every_resolved_value_and_resumes(every_class_
     assert stored["preset_overrides"] == ["arch", "epochs", "lr", "text_encoder"]
     counts = _train_class_counts(every_class_in_train)
     total = sum(counts.values())
-    assert stored["pos_weight_values"] == pytest.approx([(total - counts[n]) / counts[n] for n in stored["label_names"]])
-    assert "preset dai2021: arch compact" in result.output and "given explicitly: arch, epochs, lr, text_encoder" in result.output
+    expected_weights = [(total - counts[n]) / counts[n] for n in stored["label_names"]]
+    assert stored["pos_weight_values"] == pytest.approx(expected_weights)
+    assert "preset dai2021: arch compact" in result.output
+    assert "given explicitly: arch, epochs, lr, text_encoder" in result.output
     assert (run / "eval-test" / "metrics.json").is_file()
     # --resume takes everything from config.json (the official inputs included) and goes on.
     resumed = _cli("train", "--resume", run, "--epochs", "2", "-q", "--evaluate-split", "")
