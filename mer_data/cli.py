@@ -428,6 +428,36 @@ def _data_safety_options(command):
                              "samples read against expected.")(command)
 
 
+def _published_setup_options(command):
+    """--preset and the options it sets that older versions had no flag for (model/presets.py)."""
+    options = [
+        click.option("--preset", type=click.Choice(["dai2021"]), default=None,
+                     help="The published setup of Dai et al. (2021) for FE2E/MESM: the published networks on the "
+                          "official inputs, ALBERT-base-v2, BCE with pos_weight, Adam lr 5e-5 (text encoder and "
+                          "head / 10) without weight decay, batch 8 (FE2E) or 2 (MESM), 40 epochs, patience 6, "
+                          "MESM top-p 0.7 (IEMOCAP) or 0.5 (MOSEI). Options given explicitly win; config.json "
+                          "records every resolved value (docs/reproducing.md)."),
+        click.option("--arch", type=click.Choice(["compact", "dai2021"]), default="compact", show_default=True,
+                     help="The nets: compact (small CNNs, the CPU demo's) or dai2021 (the published networks; "
+                          "needs --audio-frontend dai2021 and 48 x 48 crops)."),
+        click.option("--pos-weight", type=click.Choice(["auto", "none"]), default="none", show_default=True,
+                     help="auto: BCE pos_weight = negatives / positives per class of the training split "
+                          "(one-vs-rest tasks)."),
+        click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True,
+                     help="adamw (decoupled weight decay) or adam (the official code's)."),
+        click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(0.0)),
+        click.option("--audio-frontend", type=click.Choice(["logmel64", "dai2021"]), default="logmel64",
+                     show_default=True, help="logmel64: 64-band log-mel, 10 ms hop, 320 ms chunks; dai2021: the "
+                                             "official 128-band power mel, 12.5 ms hop, 400 ms chunks."),
+        click.option("--face-normalisation", type=click.Choice(["imagenet", "dai2021"]), default="imagenet",
+                     show_default=True, help="Per-channel normalisation of the RGB face crops: ImageNet's, or "
+                                             "the official code's mean 159/111/102, std 37/33/32 (0-255)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("train")
 @click.argument("shards", nargs=-1, required=False)
 @click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm", "lf-rnn", "lf-transformer"]),
@@ -449,7 +479,8 @@ def _data_safety_options(command):
 @click.option("--epochs", default=None, type=click.IntRange(1),
               help="Epoch budget  [default: 20; with --resume: the run's, or raise it]")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-4, show_default=True, type=float, help="AdamW learning rate of the CNNs, transformers and heads.")
+@click.option("--lr", default=3e-4, show_default=True, type=float,
+              help="Learning rate of the CNNs, transformers and heads.")
 @click.option("--text-lr-factor", default=0.1, show_default=True, type=float,
               help="The pretrained text encoder's learning rate is lr times this.")
 @click.option("--patience", default=6, show_default=True, type=click.IntRange(1),
@@ -476,10 +507,12 @@ def _data_safety_options(command):
 @click.option("--evaluate-split", default="test", show_default=True,
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@_published_setup_options
 @_data_safety_options
 def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
-                  keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls):
+                  keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls,
+                  **published):
     """Train FE2E or MESM end to end on shards (directories, files or brace patterns),
     or a two-phase baseline (lf-rnn, lf-transformer) on one feature folder FEATS.
 
@@ -487,6 +520,7 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
     Examples:
       mer train shards/ --model fe2e --out runs/fe2e
       mer train shards/ --model mesm --top-p 0.5 --out runs/mesm
+      mer train shards/ --model mesm --preset dai2021 --out runs/mesm-dai2021
       mer train shards/ --modalities a --epochs 10 --out runs/audio-only
       mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train mosei-shards/ --task sentiment --out runs/fe2e-sentiment
@@ -505,12 +539,32 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
                          text_encoder=text_encoder, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
                          device=device, amp=amp, workers=workers, seed=seed, init_from=init_from,
                          keep_checkpoints=keep_checkpoints, task=task, sentiment_loss=sentiment_loss,
-                         model_options=_model_options(model_options))
+                         model_options=_model_options(model_options), **published,
+                         preset_overrides=_given_fields(click.get_current_context(), TrainConfig))
     folder = run or resume_run
     train(config, folder, resume=bool(resume_run), epochs=epochs if resume_run else None, progress=show_progress(quiet),
           log=lambda m: click.echo(m, err=True), allow_partial=allow_partial, allow_command_urls=allow_command_urls)
     if evaluate_split:
         _evaluate_and_print(folder, None, evaluate_split, None, None, quiet, allow_partial=allow_partial)
+
+
+def _given_fields(ctx: click.Context, config_class) -> list[str]:
+    """The TrainConfig fields whose option the user gave (on the command line or from the environment):
+    a --preset leaves exactly these as given."""
+    from dataclasses import fields
+
+    from click.core import ParameterSource
+
+    names = {"model_kind": "model"}
+    known = {f.name for f in fields(config_class)}
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            field_name = names.get(param.name, param.name)
+            if field_name in known:
+                given.append(field_name)
+    return sorted(given)
 
 
 def _model_options(values) -> dict:

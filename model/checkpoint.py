@@ -7,7 +7,9 @@
       .lock                    held (fcntl.flock) by the process training or resuming the run
       state.json               epochs done, best epoch and its score, epochs without improvement,
                                and the history (one summary per epoch, for plotting)
-      checkpoints/epoch-NNN.pt weights, optimizer, RNG states (tensors and plain values only); one is
+      checkpoints/epoch-NNN.pt weights, optimizer, the RNG states of torch's CPU generator, of every
+                               CUDA device present, of numpy and of Python's random (rng_states;
+                               tensors and plain values only); one is
                                written after every epoch, and by default only the best and the last
                                epoch's stay (--keep-checkpoints all keeps every one)
       metrics/epoch-NNN.json   train loss, valid loss and valid metrics of that epoch
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mer_data.folder_lock import LOCK_NAME as LOCK
@@ -114,12 +118,49 @@ def save_checkpoint(run: Path, epoch: int, model: torch.nn.Module, optimizer: to
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **rng_states(),
     }
     with atomic_path(path) as temp:
         torch.save(payload, temp)
     return path
+
+
+def rng_states() -> dict:
+    """Every random generator a training step may draw from, as tensors and plain values (weights_only loads them)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "rng_python": {"version": version, "state": list(python_state), "gauss": gauss},
+    }
+
+
+def restore_rng_states(saved: dict) -> list[str]:
+    """Set the generators from a checkpoint's rng_states; returns notes on what could not be restored.
+
+    Checkpoints of older runs hold only rng_cpu (and rng_cuda): the others are then left as they are.
+    CUDA states are restored when the checkpoint holds one per device present; saved on another
+    number of devices (or on a machine without CUDA), they are not, and a note says so."""
+    notes = []
+    torch.set_rng_state(saved["rng_cpu"].cpu())   # map_location may have put it on the GPU; it must be a CPU tensor
+    cuda_states = [state.cpu() for state in saved.get("rng_cuda", [])]
+    devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_states and len(cuda_states) == devices:
+        torch.cuda.set_rng_state_all(cuda_states)
+    elif cuda_states or devices:
+        notes.append(f"the checkpoint holds the RNG states of {len(cuda_states)} CUDA devices, this machine has"
+                     f" {devices}: CUDA generators not restored")
+    numpy_state = saved.get("rng_numpy")
+    if numpy_state is not None:
+        np.random.set_state((numpy_state["kind"], numpy_state["keys"].cpu().numpy().astype(np.uint32),
+                             numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    python_state = saved.get("rng_python")
+    if python_state is not None:
+        random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
+    return notes
 
 
 KEEP_CHECKPOINTS = ("best-and-last", "all")

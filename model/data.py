@@ -36,9 +36,9 @@ import torch
 import webdataset as wds
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
-from model.audio import mel_chunks
+from model.audio import LOGMEL64, check_frontend, mel_chunks
 from model.batches import TensorFields
-from model.frames import DEFAULT_CROP_SIZE, face_crops
+from model.frames import DEFAULT_CROP_SIZE, IMAGENET, check_face_normalisation, face_crops
 from model.labels import targets as label_targets
 from model.shard_check import (ShardCheckError, SplitExpectation, check_source_safety, expect_split, sample_problem,
                                warn)
@@ -60,9 +60,9 @@ class Batch(TensorFields):
     """What the loader yields and the nets consume (docs/training.md)."""
 
     ids: list[str]
-    frames: torch.Tensor  # float32 [sum(frame_counts), 3, S, S], normalised RGB face crops
+    frames: torch.Tensor  # float32 [sum(frame_counts), 3, S, S], normalised RGB face crops (model/frames.py)
     frame_counts: torch.Tensor  # int64 [B]
-    mel_chunks: torch.Tensor  # float32 [sum(chunk_counts), 1, 64, 32], normalised log-mel
+    mel_chunks: torch.Tensor  # float32 [sum(chunk_counts), 1, M, 32]: M = 64 log-mel or 128 power mel (model/audio.py)
     chunk_counts: torch.Tensor  # int64 [B]
     input_ids: torch.Tensor  # int64 [B, T]
     attention_mask: torch.Tensor  # int64 [B, T]
@@ -136,14 +136,15 @@ def _belongs_to_split(shard: str, split: str) -> bool:
 class DecodedSample:
     id: str
     frames: torch.Tensor  # [n, 3, S, S]
-    mel_chunks: torch.Tensor  # [m, 1, 64, 32]
+    mel_chunks: torch.Tensor  # [m, 1, M, 32]
     text: str
     target: np.ndarray  # [C]
 
 
 def decode_sample(sample: dict[str, Any], *, label_names: Sequence[str], frame_interval_ms: int | None,
-                  crop_size: int) -> DecodedSample:
-    """One raw webdataset sample (member bytes by extension) -> its decoded tensors and target."""
+                  crop_size: int, audio_frontend: str = LOGMEL64, face_normalisation: str = IMAGENET) -> DecodedSample:
+    """One raw webdataset sample (member bytes by extension) -> its decoded tensors and target
+    (`audio_frontend`: model.audio.AUDIO_FRONTENDS; `face_normalisation`: model.frames.FACE_NORMALISATIONS)."""
     key = sample.get("__key__", "<no key>")
     where = f"{key} (in {sample.get('__url__', '?')})"
     missing = [member for member in MEMBERS if member not in sample]
@@ -157,8 +158,9 @@ def decode_sample(sample: dict[str, Any], *, label_names: Sequence[str], frame_i
     try:
         return DecodedSample(
             id=key,
-            frames=face_crops(sample["mp4"], meta, interval_ms=frame_interval_ms, size=crop_size),
-            mel_chunks=mel_chunks(sample["flac"], key),
+            frames=face_crops(sample["mp4"], meta, interval_ms=frame_interval_ms, size=crop_size,
+                              normalisation=face_normalisation),
+            mel_chunks=mel_chunks(sample["flac"], key, audio_frontend),
             text=text,
             target=label_targets(meta, label_names),
         )
@@ -276,7 +278,8 @@ def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: 
                  label_names: Sequence[str], frame_interval_ms: int | None = None,
                  crop_size: int = DEFAULT_CROP_SIZE, epoch: int = 0,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, partial: bool = True,
-                 expectation: SplitExpectation | None = None) -> wds.DataPipeline:
+                 expectation: SplitExpectation | None = None, audio_frontend: str = LOGMEL64,
+                 face_normalisation: str = IMAGENET) -> wds.DataPipeline:
     """The batched webdataset pipeline over resolved `shards` (an IterableDataset of Batch).
 
     `partial`: keep each reader's last, smaller batch (evaluation needs every sample).
@@ -288,7 +291,8 @@ def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: 
         raise ValueError(f"shuffle_buffer must be at least 1, not {shuffle_buffer}")
     shards = list(shards)
     clock = _EpochClock(epoch)
-    decode = _Decode(tuple(label_names), frame_interval_ms, crop_size)
+    decode = _Decode(tuple(label_names), frame_interval_ms, crop_size, check_frontend(audio_frontend),
+                     check_face_normalisation(face_normalisation))
     batch = _Collate(tokenizer, tuple(label_names))
     return wds.DataPipeline(
         wds.SimpleShardList(shards),
@@ -324,12 +328,15 @@ class _CheckSamples(PipelineStage):
 class _Decode:
     """decode_sample with the loader's options, picklable for DataLoader workers."""
 
-    def __init__(self, label_names: tuple[str, ...], frame_interval_ms: int | None, crop_size: int):
+    def __init__(self, label_names: tuple[str, ...], frame_interval_ms: int | None, crop_size: int,
+                 audio_frontend: str = LOGMEL64, face_normalisation: str = IMAGENET):
         self.label_names, self.frame_interval_ms, self.crop_size = label_names, frame_interval_ms, crop_size
+        self.audio_frontend, self.face_normalisation = audio_frontend, face_normalisation
 
     def __call__(self, sample: dict) -> DecodedSample:
         return decode_sample(sample, label_names=self.label_names, frame_interval_ms=self.frame_interval_ms,
-                             crop_size=self.crop_size)
+                             crop_size=self.crop_size, audio_frontend=self.audio_frontend,
+                             face_normalisation=self.face_normalisation)
 
 
 class _Collate:
@@ -391,7 +398,8 @@ def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int
                 seed: int = 0, frame_interval_ms: int | None = None, crop_size: int = DEFAULT_CROP_SIZE,
                 label_names: Sequence[str] | None = None, epoch: int = 0,
                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, pin_memory: bool = False,
-                allow_partial: bool = False, allow_command_urls: bool = False) -> ShardLoader:
+                allow_partial: bool = False, allow_command_urls: bool = False, audio_frontend: str = LOGMEL64,
+                face_normalisation: str = IMAGENET) -> ShardLoader:
     """An iterable of Batch over the `split` shards of `sources` (see resolve_shards and the module doc).
 
     label_names None: the label space of the shards' dataset card (model.labels.label_space_of).
@@ -407,7 +415,8 @@ def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int
              else label_space_of(shards, allow_command_urls=allow_command_urls)[1])
     dataset = make_dataset(shards, tokenizer=tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed,
                            label_names=names, frame_interval_ms=frame_interval_ms, crop_size=crop_size,
-                           epoch=epoch, shuffle_buffer=shuffle_buffer, expectation=expectation)
+                           epoch=epoch, shuffle_buffer=shuffle_buffer, expectation=expectation,
+                           audio_frontend=audio_frontend, face_normalisation=face_normalisation)
     return loader_over(dataset, shards=shards, label_names=names, workers=workers, persistent=shuffle,
                        pin_memory=pin_memory, expectation=expectation)
 

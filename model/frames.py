@@ -8,8 +8,11 @@ mer_data.media.video.face_sample_frames) and gives each the stored box nearest i
 A crop is the box made square (side = the longer side, same centre), shrunk to the frame's short
 side if larger and shifted inside the frame; where the detector found no face (box null) the crop
 is the centred square of the frame's short side. Crops are resized to S x S with cv2.INTER_AREA,
-converted BGR -> RGB, scaled to [0, 1] and normalised with the ImageNet mean/std (FACE_MEAN,
-FACE_STD: the usual constants for RGB CNN inputs).
+converted BGR -> RGB and normalised per channel (FACE_NORMALISATIONS; TrainConfig.face_normalisation):
+"imagenet" (the default) scales to [0, 1] and applies the ImageNet mean/std (FACE_MEAN, FACE_STD:
+the usual constants for RGB CNN inputs); "dai2021" applies the official code's transforms.Normalize(
+mean=[159, 111, 102], std=[37, 33, 32]) to the 0-255 values, in RGB order as there (its faces come
+from PIL images through MTCNN with post_process=False: RGB, 0-255).
 
 Decoding: OpenCV's FFmpeg backend, one decoder thread (the loader's parallelism is its worker
 processes), reading the clip sequentially and converting only the frames kept (`grab` decodes,
@@ -36,8 +39,15 @@ DEFAULT_CROP_SIZE = 48
 FACE_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean
 FACE_STD = (0.229, 0.224, 0.225)  # ImageNet RGB std
 _TEMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-_MEAN = torch.tensor(FACE_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255
-_STD = torch.tensor(FACE_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255
+DAI2021_FACE_MEAN = (159.0, 111.0, 102.0)   # the official code's, RGB on the 0-255 scale
+DAI2021_FACE_STD = (37.0, 33.0, 32.0)
+IMAGENET = "imagenet"
+DAI2021 = "dai2021"
+# (mean, std) per RGB channel on the 0-255 scale
+FACE_NORMALISATIONS = {
+    IMAGENET: (tuple(255 * m for m in FACE_MEAN), tuple(255 * s for s in FACE_STD)),
+    DAI2021: (DAI2021_FACE_MEAN, DAI2021_FACE_STD),
+}
 
 Box = Sequence[int] | None
 
@@ -96,10 +106,19 @@ def crop_face(frame_bgr: np.ndarray, box: Box, size: int = DEFAULT_CROP_SIZE) ->
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)  # a channel swap: the same as converting first
 
 
-def normalise_crops(crops: np.ndarray) -> torch.Tensor:
-    """uint8 [n, S, S, 3] RGB -> float32 [n, 3, S, S], scaled to [0, 1] and normalised (FACE_MEAN/STD)."""
+def check_face_normalisation(name: str) -> str:
+    if name not in FACE_NORMALISATIONS:
+        raise ValueError(f"unknown face normalisation {name!r}; choose one of {', '.join(FACE_NORMALISATIONS)}")
+    return name
+
+
+def normalise_crops(crops: np.ndarray, normalisation: str = IMAGENET) -> torch.Tensor:
+    """uint8 [n, S, S, 3] RGB -> float32 [n, 3, S, S], normalised per channel (FACE_NORMALISATIONS)."""
+    mean, std = FACE_NORMALISATIONS[check_face_normalisation(normalisation)]
     images = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-    return ((images - _MEAN) / _STD).contiguous()
+    mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((images - mean) / std).contiguous()
 
 
 def decode_frames(mp4: bytes, indices: Sequence[int], sample_id: str = "<sample>") -> list[np.ndarray]:
@@ -146,11 +165,11 @@ def _short_clip(sample_id: str, decoded: int, wanted: int) -> VideoError:
 
 
 def face_crops(mp4: bytes, meta: dict[str, Any], *, interval_ms: int | None = None,
-               size: int = DEFAULT_CROP_SIZE) -> torch.Tensor:
+               size: int = DEFAULT_CROP_SIZE, normalisation: str = IMAGENET) -> torch.Tensor:
     """float32 [n, 3, size, size] normalised RGB face crops of the frames sampled every `interval_ms`
-    (default: the stored faces.interval_ms), n >= 1."""
+    (default: the stored faces.interval_ms), n >= 1; `normalisation`: a FACE_NORMALISATIONS name."""
     sample_id = meta.get("id", "<sample>")
     plan = frame_plan(meta, interval_ms)
     frames = decode_frames(mp4, [index for index, _ in plan], sample_id)
     crops = np.stack([crop_face(frame, box, size) for frame, (_, box) in zip(frames, plan)])
-    return normalise_crops(crops)
+    return normalise_crops(crops, normalisation)

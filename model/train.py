@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 from model import checkpoint as ckpt
+from model.pos_weight import resolve_pos_weight
+from model.presets import check_inputs_fit_architecture, resolve_preset, resolve_preset_for_data
+from model.presets import describe as describe_preset
 from model.report import describe_kept_share
 from model.shard_check import PARTIAL_FLAG, absolute_sources, check_source_safety, data_changes, data_fingerprint
 
@@ -69,6 +72,19 @@ class TrainConfig:
     data_fingerprint: dict | None = None     # {side file: SHA-256} of the data folders (shard_check.data_fingerprint)
     task: str = "emotion"                    # or "sentiment": MOSEI's score in [-3, 3], one regression output
     sentiment_loss: str = "l1"               # the sentiment task's loss: l1 or mse
+    # Fields added with the published setup (model/presets.py); a config stored before them loads with
+    # these defaults, which are what every such run trained with.
+    preset: str | None = None                # "dai2021": the published setup (model/presets.py), resolved into
+                                             # the fields below and above when the run opens
+    preset_overrides: list[str] | None = None   # the preset's fields given explicitly (left as given)
+    arch: str = "compact"                    # the nets: compact (model/nets.py) or dai2021 (the published ones)
+    optimizer: str = "adamw"                 # adamw (decoupled weight decay) or adam (L2 in the gradient: the official)
+    slow_text_head: bool = False             # the text head learns at lr * text_lr_factor too (the official code)
+    pos_weight: str = "none"                 # "auto": BCE pos_weight = negatives/positives per class
+                                             # of the training split (model/pos_weight.py)
+    pos_weight_values: list[float] | None = None   # resolved from the training split when the run opens
+    audio_frontend: str = "logmel64"         # model/audio.py: logmel64 (compact) or dai2021 (the official)
+    face_normalisation: str = "imagenet"     # model/frames.py: imagenet or dai2021 (the official)
 
 
 @dataclass
@@ -165,7 +181,9 @@ def label_loss(config: TrainConfig, logits: torch.Tensor, targets: torch.Tensor,
         return loss(logits, targets, reduction=reduction)
     if is_single_label(config):
         return nn.functional.cross_entropy(logits, targets.argmax(dim=1), reduction=reduction)
-    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
+    pos_weight = (torch.tensor(config.pos_weight_values, dtype=logits.dtype, device=logits.device)
+                  if config.pos_weight_values else None)
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction=reduction, pos_weight=pos_weight)
 
 
 def output_scores(config: TrainConfig, logits: torch.Tensor) -> np.ndarray:
@@ -201,8 +219,11 @@ def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Modu
         return make_feature_model(config, train_statistics=train_statistics)
     from model.nets import build_model
 
+    # `arch` only when it is not the compact default: build_model of a tree without the published
+    # networks does not know the argument.
+    arch = {"arch": config.arch} if config.arch != "compact" else {}
     return build_model(config.model, tuple(config.label_names), modalities=config.modalities,
-                       text_encoder=config.text_encoder, top_p=config.top_p, **config.model_options)
+                       text_encoder=config.text_encoder, top_p=config.top_p, **arch, **config.model_options)
 
 
 def feature_inputs(config: TrainConfig):
@@ -245,16 +266,30 @@ def initialise_from(model: nn.Module, source_run: Path, device) -> str:
             + (f"; fresh: {', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh}))}" if fresh else ""))
 
 
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+TEXT_ENCODER_PREFIX = "text_encoder."
+TEXT_HEAD_PREFIX = "heads.t."   # the text modality's head, Linear(hidden, C) (model/nets.py, both architectures)
+
+
+def is_slow_parameter(name: str, config: TrainConfig) -> bool:
+    """Whether a parameter learns at lr * text_lr_factor: the pretrained text encoder's, and with
+    slow_text_head its head's too (the official code puts T and t_out in the slow group)."""
+    return name.startswith(TEXT_ENCODER_PREFIX) or (config.slow_text_head and name.startswith(TEXT_HEAD_PREFIX))
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; the pretrained text encoder learns `text_lr_factor` times slower than the rest (as the paper)."""
+    """AdamW or Adam (config.optimizer) with config.weight_decay; the text parameters (is_slow_parameter)
+    learn `text_lr_factor` times slower than the rest (as the paper). Groups: the rest, then the text's."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
     text_params, other_params = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (text_params if name.startswith("text_encoder.") else other_params).append(param)
+            (text_params if is_slow_parameter(name, config) else other_params).append(param)
     groups = [{"params": other_params, "lr": config.lr}]
     if text_params:
         groups.append({"params": text_params, "lr": config.lr * config.text_lr_factor})
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return OPTIMIZERS[config.optimizer](groups, weight_decay=config.weight_decay)
 
 
 def tokenizer_for(config: TrainConfig):
@@ -283,7 +318,15 @@ def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoc
                        workers=config.workers, shuffle=train, seed=config.seed, epoch=epoch,
                        frame_interval_ms=config.frame_interval_ms, crop_size=config.crop_size,
                        label_names=tuple(config.label_names), shuffle_buffer=config.shuffle_buffer,
-                       allow_partial=allow_partial, allow_command_urls=allow_command_urls)
+                       allow_partial=allow_partial, allow_command_urls=allow_command_urls,
+                       audio_frontend=config.audio_frontend, face_normalisation=config.face_normalisation,
+                       pin_memory=on_cuda(config))
+
+
+def on_cuda(config: TrainConfig) -> bool:
+    """Whether the run trains on a CUDA device: batches then come in pinned memory and are copied
+    without blocking (the copy overlaps the previous step's kernels)."""
+    return torch.device(config.device).type == "cuda"
 
 
 def autocast(config: TrainConfig):
@@ -298,7 +341,7 @@ def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progr
     model.train()
     total, samples = 0.0, 0
     for batch in progress(loader, desc="train"):
-        batch = batch.to(config.device)
+        batch = batch.to(config.device, non_blocking=on_cuda(config))
         with autocast(config):
             logits = model(batch).logits
         loss = label_loss(config, logits.float(), batch.targets)
@@ -320,7 +363,7 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
     ids, scores, targets, total = [], [], [], 0.0
     kept = KeptShare()
     for batch in progress(loader, desc=desc):
-        batch = batch.to(config.device)
+        batch = batch.to(config.device, non_blocking=on_cuda(config))
         with autocast(config):
             logits = model(batch).logits.float()
         kept.add(model)
@@ -379,6 +422,7 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
         return stored
     if (run / ckpt.CONFIG).exists():
         raise FileExistsError(f"{run} already holds a run: use --resume {run} to continue it, or another --out")
+    config = resolve_preset(config)   # first: the checks below apply to the resolved values
     if config.top_p_warmup < 0 or (config.top_p_warmup and config.model != "mesm"):
         raise ValueError(f"--top-p-warmup is MESM's (a number of epochs >= 0); got {config.top_p_warmup}"
                          f" for {config.model}")
@@ -391,11 +435,16 @@ def open_run_config(config: TrainConfig | None, run: Path, *, resume: bool, epoc
     if config.init_from and is_feature_model(config.model):
         raise ValueError(f"--init-from starts an end-to-end model (fe2e, mesm) from another run; {config.model}"
                          f" trains from scratch on its features")
+    check_inputs_fit_architecture(config)
     check_source_safety(config.shards, allow_command_urls=allow_command_urls)
     config.shards = absolute_sources(config.shards)
     config.data_fingerprint = data_fingerprint(config.shards)
     config.init_from = str(Path(config.init_from).resolve()) if config.init_from else None
-    return resolve_labels(config, allow_command_urls=allow_command_urls)
+    config = resolve_preset_for_data(resolve_labels(config, allow_command_urls=allow_command_urls))
+    config = resolve_pos_weight(config, allow_command_urls=allow_command_urls)
+    if config.preset:
+        log(describe_preset(config))
+    return config
 
 
 def read_run_config(run: Path, log=print) -> TrainConfig:
@@ -423,7 +472,8 @@ def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, re
         restored = ckpt.load_checkpoint(ckpt.checkpoint_path(run, state.epochs_done), map_location=config.device)
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
-        torch.set_rng_state(restored["rng_cpu"])
+        for note in ckpt.restore_rng_states(restored):
+            log(f"warning: {note}")
         log(f"resumed {run} after epoch {state.epochs_done} (best epoch {state.best_epoch})")
     return model, optimizer
 
