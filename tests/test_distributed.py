@@ -129,3 +129,83 @@ def test_uneven_batch_counts_step_together_as_one_process(tmp_path):
     reference = _one_process_reference()
     for name, tensor in reference.items():   # float sums in another order: 1e-6
         torch.testing.assert_close(ranks[0]["state"][name], tensor, rtol=1e-6, atol=1e-6, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------
+# `mer train` under torchrun
+
+
+@pytest.fixture(scope="module")
+def encoder_without_dropout(tmp_path_factory):
+    """The tiny text encoder with its dropout off: a text-only FE2E then has no randomness and no
+    BatchNorm, so two processes can match one exactly (up to the order of float sums)."""
+    from model.text import write_tiny_text_encoder
+
+    folder = write_tiny_text_encoder(tmp_path_factory.mktemp("encoder-no-dropout"))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+# A global batch of 16 holds the whole train split (8 samples in shards of 3, 3 and 2: one process
+# reads 6, the other 2 or 3), so every epoch is one step, the same step in one process and in two.
+OPTIONS = dict(modalities="t", batch_size=16, lr=3e-3, text_lr_factor=1.0, workers=0, model_options={"dropout": 0.0})
+
+
+def _torchrun(folder: Path, *arguments: str) -> str:
+    """`mer ARGUMENTS` in 2 processes started by torchrun on this machine, each in its own working
+    directory folder/rank<RANK> (a relative --out then shows where each process wrote); returns the output."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
+               "sh", "-c", 'mkdir -p "rank$RANK" && cd "rank$RANK" && exec "$0" -m mer_data.cli "$@"',
+               sys.executable, *arguments]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def _cli_options(shards: Path, encoder: Path) -> list[str]:
+    return [str(shards), "--modalities", OPTIONS["modalities"], "--batch-size", str(OPTIONS["batch_size"]),
+            "--lr", str(OPTIONS["lr"]), "--text-lr-factor", "1", "--workers", "0", "--text-encoder", str(encoder),
+            "--model-option", "dropout=0.0", "-q"]
+
+
+def test_torchrun_trains_and_resumes_as_one_process(uneven_shards, encoder_without_dropout, tmp_path):
+    from model.checkpoint import checkpoint_path, load_checkpoint, load_state
+    from model.train import TrainConfig, train
+
+    first = _torchrun(tmp_path, "train", *_cli_options(uneven_shards, encoder_without_dropout), "--out", "run",
+                      "--epochs", "1", "--evaluate-split", "")
+    resumed = _torchrun(tmp_path, "train", "--resume", "run", "--epochs", "2", "--evaluate-split", "train", "-q")
+    run = tmp_path / "rank0" / "run"
+
+    # Rank 0 alone wrote and printed: the other process's working directory stayed empty (it never
+    # needed the run folder, not even to resume), and each epoch was reported once.
+    assert list((tmp_path / "rank1").iterdir()) == []
+    assert first.count("epoch 1: train loss") == 1 and resumed.count("epoch 2: train loss") == 1
+    assert sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file()) == [
+        "checkpoints/epoch-002.pt", "config.json", "eval-train/metrics.json", "eval-train/metrics.md",
+        "eval-train/scores.parquet", "metrics/epoch-001.json", "metrics/epoch-002.json", "state.json"]
+
+    # The evaluation gathered every train sample exactly once, from both processes' shards.
+    index = pd.read_parquet(uneven_shards / "index.parquet")
+    scored = pd.read_parquet(run / "eval-train" / "scores.parquet")["id"].tolist()
+    assert Counter(scored) == Counter(index.query("split == 'train'")["key"])
+    history = load_state(run).history
+    assert [row["train_samples"] for row in history] == [8, 8]
+    assert [row["valid_samples"] for row in history] == [(index["split"] == "valid").sum()] * 2
+
+    # One process with the same global batch: the same losses and weights, up to the order of float
+    # sums: losses within 1e-5 relative, weights within 1e-4 relative + 1e-6 absolute. Except BERT's
+    # attention key biases: their exact gradient is 0 (adding the same q.b to every key's score leaves
+    # the softmax unchanged), so what they get is float noise, which Adam scales up to steps of lr.
+    config = TrainConfig(shards=[str(uneven_shards)], text_encoder=str(encoder_without_dropout), epochs=2, **OPTIONS)
+    alone = train(config, tmp_path / "alone", progress=False, log=lambda message: None).history
+    for key in ("train_loss", "valid_loss"):
+        assert [row[key] for row in history] == pytest.approx([row[key] for row in alone], rel=1e-5), key
+    together, single = (load_checkpoint(checkpoint_path(folder, 2))["model"] for folder in (run, tmp_path / "alone"))
+    for name, tensor in single.items():
+        if not name.endswith("attention.self.key.bias"):
+            torch.testing.assert_close(together[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
