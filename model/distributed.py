@@ -110,6 +110,20 @@ def start() -> None:
                                f" {error}); check that every process reaches that address (GLOO_SOCKET_IFNAME or"
                                f" NCCL_SOCKET_IFNAME name the network interface to use)") from error
     atexit.register(_stop)
+    if dist.get_rank() != 0:
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """No progress bars or info lines from Hugging Face in the processes other than rank 0 (it prints for all)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def _backend() -> str:
@@ -128,6 +142,10 @@ def local_device(device: str) -> str:
     """The device of this process: under torchrun a CUDA device means the GPU of its LOCAL_RANK."""
     if not active() or torch.device(device).type != "cuda":
         return device
+    visible = torch.cuda.device_count()
+    if local_rank() >= visible:
+        raise DistributedError(f"process LOCAL_RANK={local_rank()} has no GPU of its own ({visible} visible on this"
+                               f" machine): start at most {visible} process(es) per machine with --device cuda")
     return f"cuda:{local_rank()}"
 
 

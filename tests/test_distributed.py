@@ -209,3 +209,28 @@ def test_torchrun_trains_and_resumes_as_one_process(uneven_shards, encoder_witho
     for name, tensor in single.items():
         if not name.endswith("attention.self.key.bias"):
             torch.testing.assert_close(together[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_several_processes_without_torchrun_is_a_clear_error(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from mer_data.cli import main
+
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "shards"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "WORLD_SIZE=2, but MASTER_ADDR, MASTER_PORT not set" in result.output and "torchrun" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_global_batch_must_divide_among_the_processes(monkeypatch):
+    from model import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    assert distributed.per_rank_batch(12, train=True) == 4
+    assert distributed.per_rank_batch(8, train=False) == 3   # evaluation: rounded up
+    with pytest.raises(ValueError, match="--batch-size 8 is the global batch of the 3 processes: give a multiple of 3"):
+        distributed.per_rank_batch(8, train=True)
