@@ -43,7 +43,6 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
     config = replace(config, shards=list(shards or config.shards),
                      device=distributed.local_device(device or config.device),
                      workers=config.workers if workers is None else workers)
-    distributed.check_supported(config.model, is_feature_model(config.model))
     # A baseline's normalisation statistics are buffers of its checkpoint: the placeholders it is
     # built with are overwritten by the training split's statistics.
     model = make_model(config, train_statistics=False).to(config.device)
@@ -55,6 +54,7 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
 def _read_run(run: Path, shards, epoch: int | None, log):
     """(config, epoch, its weights on the CPU: only under torchrun, to send them) of a run folder."""
     config = read_run_config(run, log=log if log is not None and not shards else lambda _: None)
+    distributed.check_supported(config.model, is_feature_model(config.model))
     epoch = epoch or ckpt.load_state(run).best_epoch
     if not epoch:
         raise ValueError(f"{run}: no finished epoch to evaluate yet")

@@ -14,6 +14,9 @@ absolute locations with a fingerprint, no command URLs from a stored config, the
 their index and card, --allow-partial); the folder is locked while a process trains into it, and a
 new run that fails before its first epoch leaves nothing that blocks the same command again.
 
+Under `torchrun --nproc-per-node N` the same loop runs data parallel in N processes (model/distributed.py:
+each reads its share of the shards, DDP averages the gradients, rank 0 alone writes the run folder).
+
 The two-phase baselines (`--model lf-rnn|lf-transformer`, model/baselines.py) run the same loop on a
 feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/feature_data.py):
 same loss, optimiser, early stopping, checkpoints, resume and metrics.
@@ -471,10 +474,8 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
 
 def _train_locked(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None, progress: bool, log,
                   allow_partial: bool, allow_command_urls: bool) -> ckpt.RunState:
-    config, state = distributed.from_main(lambda: (
-        open_run_config(config, run, resume=resume, epochs=epochs, allow_command_urls=allow_command_urls, log=log),
-        ckpt.load_state(run)))
-    distributed.check_supported(config.model, is_feature_model(config.model))
+    config, state = distributed.from_main(lambda: _open_run(config, run, resume=resume, epochs=epochs,
+                                                            allow_command_urls=allow_command_urls, log=log))
     config.device = distributed.local_device(config.device)
     if resume and epochs is not None and state.stopped_early:
         state.stopped_early = False   # an explicit new budget overrides an earlier early stop
@@ -493,9 +494,21 @@ def _train_locked(config: TrainConfig | None, run: Path, *, resume: bool, epochs
         model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)   # writes config.json
         return _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log)
     except BaseException:
-        if not resume and not state.epochs_done:   # a failed start: the same command can be run again
+        # A failed start: the same command can be run again (rank 0 owns the folder under torchrun).
+        if not resume and not state.epochs_done and distributed.is_main():
             ckpt.remove_unfinished_start(run)
         raise
+
+
+def _open_run(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None, allow_command_urls: bool,
+              log) -> tuple[TrainConfig, ckpt.RunState]:
+    """(config, state) of the run folder: what rank 0 reads and sends to the others under torchrun,
+    refusing there (once) what several processes cannot train."""
+    config = open_run_config(config, run, resume=resume, epochs=epochs, allow_command_urls=allow_command_urls, log=log)
+    distributed.check_supported(config.model, is_feature_model(config.model))
+    if not is_feature_model(config.model):
+        distributed.per_rank_batch(config.batch_size, train=True)
+    return config, ckpt.load_state(run)
 
 
 def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log) -> ckpt.RunState:
