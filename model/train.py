@@ -436,8 +436,9 @@ def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, re
             ckpt.write_json(run / ckpt.CONFIG, asdict(config))
     optimizer = make_optimizer(model, config)
     if state.epochs_done:
-        restored = distributed.from_main(lambda: ckpt.load_checkpoint(
-            ckpt.checkpoint_path(run, state.epochs_done), map_location="cpu" if distributed.active() else config.device))
+        where = "cpu" if distributed.active() else config.device   # under torchrun: sent to the others, pickled
+        restored = distributed.from_main(lambda: ckpt.load_checkpoint(ckpt.checkpoint_path(run, state.epochs_done),
+                                                                      map_location=where))
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         torch.set_rng_state(restored["rng_cpu"])
@@ -598,7 +599,8 @@ def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoc
     if top_p is not None:
         model.top_p = top_p
     try:
-        train_loss, seen = train_one_epoch(trainer or model, train_loader, optimizer, scaler, config, bar)
+        train_loss, seen = train_one_epoch(model if trainer is None else trainer, train_loader, optimizer, scaler,
+                                           config, bar)
     finally:
         # Validation (early stopping), the checkpoint and evaluation always see the run's own top-p:
         # every epoch is judged as the model the run is asked for, also during the warm-up.
