@@ -111,6 +111,12 @@ class LocalFolder(click.Path):
         return super().convert(value, param, ctx)
 
 
+def _other_rank() -> bool:
+    """Whether this is a process other than rank 0 of a torchrun job: those never read the run folder
+    (rank 0 sends them what it holds, model/distributed.py), and on another machine it may not exist."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 @click.group(cls=_OneLineErrors,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(mer_data.__version__, prog_name="mer")
@@ -493,7 +499,7 @@ def _published_setup_options(command):
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "run", type=LocalFolder(), help="Run folder to create.")
-@click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=True, path_type=Path),
+@click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=not _other_rank(), path_type=Path),
               help="Continue the run in this folder (its stored options are used).")
 @click.option("--keep-checkpoints", type=click.Choice(["best-and-last", "all"]), default="best-and-last",
               show_default=True, help="Checkpoints left after each epoch: the best and the last (~280 MB each with "
@@ -586,7 +592,7 @@ def _model_options(values) -> dict:
 
 
 @main.command("evaluate")
-@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("run", type=click.Path(file_okay=False, exists=not _other_rank(), path_type=Path))
 @click.argument("shards", nargs=-1, required=False)
 @click.option("--split", default="test", show_default=True)
 @click.option("--epoch", default=None, type=click.IntRange(1), help="[default: the run's best epoch]")
@@ -621,8 +627,17 @@ def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, 
     metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
                        progress=show_progress(quiet), top_p=top_p, allow_partial=allow_partial,
                        allow_command_urls=allow_command_urls, log=lambda m: click.echo(m, err=True))
+    if not is_main_process():   # under torchrun every process evaluates its share; rank 0 prints
+        return
     click.echo(terminal_table(metrics))
     click.echo(f"written: {evaluation_folder(run, split, top_p)}/metrics.md, metrics.json, scores.parquet", err=True)
+
+
+def is_main_process() -> bool:
+    """False in the processes other than rank 0 of a torchrun job (model/distributed.py)."""
+    from model.distributed import is_main
+
+    return is_main()
 
 
 def _modalities(value: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from model import checkpoint as ckpt
+from model import distributed
 from model.shard_check import PARTIAL_FLAG
 from model.train import (_no_bar, _progress_bar, evaluate_predictions, is_feature_model, make_loader, make_model,
                          pass_notes, predict, read_run_config, tokenizer_for)
@@ -37,18 +38,29 @@ def load_run(run: Path, *, shards: list[str] | None = None, device: str | None =
 
     `log`: where warnings about the run's data go (moved or changed since training; None: not checked)."""
     run = Path(run)
-    config = read_run_config(run, log=log if log is not None and not shards else lambda _: None)
-    config = replace(config, shards=list(shards or config.shards), device=device or config.device,
+    # Under torchrun rank 0 reads the run folder and sends it to the others (model/distributed.py).
+    config, epoch, weights = distributed.from_main(lambda: _read_run(run, shards, epoch, log))
+    config = replace(config, shards=list(shards or config.shards),
+                     device=distributed.local_device(device or config.device),
                      workers=config.workers if workers is None else workers)
-    state = ckpt.load_state(run)
-    epoch = epoch or state.best_epoch
-    if not epoch:
-        raise ValueError(f"{run}: no finished epoch to evaluate yet")
     # A baseline's normalisation statistics are buffers of its checkpoint: the placeholders it is
     # built with are overwritten by the training split's statistics.
     model = make_model(config, train_statistics=False).to(config.device)
-    model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run, epoch), map_location=config.device)["model"])
+    model.load_state_dict(weights if distributed.active() else
+                          ckpt.load_checkpoint(ckpt.checkpoint_path(run, epoch), map_location=config.device)["model"])
     return config, model, epoch
+
+
+def _read_run(run: Path, shards, epoch: int | None, log):
+    """(config, epoch, its weights on the CPU: only under torchrun, to send them) of a run folder."""
+    config = read_run_config(run, log=log if log is not None and not shards else lambda _: None)
+    distributed.check_supported(config.model, is_feature_model(config.model))
+    epoch = epoch or ckpt.load_state(run).best_epoch
+    if not epoch:
+        raise ValueError(f"{run}: no finished epoch to evaluate yet")
+    weights = (ckpt.load_checkpoint(ckpt.checkpoint_path(run, epoch), map_location="cpu")["model"]
+               if distributed.active() else None)
+    return config, epoch, weights
 
 
 def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test", device: str | None = None,
@@ -61,6 +73,9 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     changed since training) or `shards`. `allow_command_urls` applies to `shards` only, never to the
     stored locations; `allow_partial`: see model/shard_check.py (recorded in metrics["run"])."""
     from model.report import write_report
+    distributed.start()
+    if not distributed.is_main():   # under torchrun: every process predicts its share, rank 0 writes and prints
+        log, progress = (lambda message: None), False
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     config, model, epoch = load_run(run, shards=shards, device=device, workers=workers, epoch=epoch, log=log)
     if top_p is not None:
@@ -92,9 +107,10 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
         metrics["run"]["kept_share"] = tested["kept_share"]
     if is_feature_model(config.model):
         metrics["run"]["features"] = ", ".join(model.input_names)
-    out = ckpt.evaluation_folder(run, split, top_p)
-    write_report(metrics, out)
-    write_scores(out / "scores.parquet", tested, config.label_names, regression=config.task == "sentiment")
+    if distributed.is_main():
+        out = ckpt.evaluation_folder(run, split, top_p)
+        write_report(metrics, out)
+        write_scores(out / "scores.parquet", tested, config.label_names, regression=config.task == "sentiment")
     return metrics
 
 

@@ -14,6 +14,9 @@ absolute locations with a fingerprint, no command URLs from a stored config, the
 their index and card, --allow-partial); the folder is locked while a process trains into it, and a
 new run that fails before its first epoch leaves nothing that blocks the same command again.
 
+Under `torchrun --nproc-per-node N` the same loop runs data parallel in N processes (model/distributed.py:
+each reads its share of the shards, DDP averages the gradients, rank 0 alone writes the run folder).
+
 The two-phase baselines (`--model lf-rnn|lf-transformer`, model/baselines.py) run the same loop on a
 feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/feature_data.py):
 same loss, optimiser, early stopping, checkpoints, resume and metrics.
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from model import checkpoint as ckpt
+from model import distributed
 from model.pos_weight import resolve_pos_weight
 from model.presets import check_inputs_fit_architecture, resolve_preset, resolve_preset_for_data
 from model.presets import describe as describe_preset
@@ -314,7 +318,8 @@ def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoc
                                    seed=config.seed, epoch=epoch)
     from model.data import make_loader as data_loader
 
-    return data_loader(config.shards, split, tokenizer=tokenizer, batch_size=config.batch_size,
+    return data_loader(config.shards, split, tokenizer=tokenizer,
+                       batch_size=distributed.per_rank_batch(config.batch_size, train=train),
                        workers=config.workers, shuffle=train, seed=config.seed, epoch=epoch,
                        frame_interval_ms=config.frame_interval_ms, crop_size=config.crop_size,
                        label_names=tuple(config.label_names), shuffle_buffer=config.shuffle_buffer,
@@ -340,17 +345,21 @@ def train_one_epoch(model, loader, optimizer, scaler, config: TrainConfig, progr
     """One pass over the training shards; returns (mean loss per sample, samples seen)."""
     model.train()
     total, samples = 0.0, 0
-    for batch in progress(loader, desc="train"):
-        batch = batch.to(config.device, non_blocking=on_cuda(config))
+    # One process: every batch, weight 1. Under torchrun: the steps every process takes together
+    # (model/distributed.py), weighted so the averaged gradient is that of the whole global batch.
+    for step in distributed.training_steps(progress(loader, desc="train"), model):
+        batch = step.batch.to(config.device, non_blocking=on_cuda(config))
         with autocast(config):
             logits = model(batch).logits
         loss = label_loss(config, logits.float(), batch.targets)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss * step.weight).backward()
         scaler.step(optimizer)
         scaler.update()
-        total += float(loss.detach()) * len(batch)
-        samples += len(batch)
+        total += float(loss.detach()) * step.samples
+        samples += step.samples
+    total, samples = distributed.sum_over_ranks(total, samples)
+    samples = int(samples)
     if samples == 0:
         raise ValueError("the training split yielded no samples: check the shard paths and split names")
     return total / samples, samples
@@ -372,6 +381,7 @@ def predict(model, loader, config: TrainConfig, progress, desc: str) -> dict:
         ids.extend(batch.ids)
         scores.append(output_scores(config, logits))
         targets.append(batch.targets.cpu().numpy())
+    ids, scores, targets, total, kept = distributed.gather_predictions(ids, scores, targets, total, kept)
     if not ids:
         raise ValueError(f"the {desc} split yielded no samples: check the shard paths and split names")
     return {"ids": ids, "scores": np.concatenate(scores), "targets": np.concatenate(targets),
@@ -392,6 +402,11 @@ class KeptShare:
         """Add the counts of the model's last forward pass (nothing for a dense model)."""
         for modality, levels in getattr(model, "active_counts", dict)().items():
             counts = np.asarray(levels, dtype=np.int64).reshape(-1, 2)
+            self._counts[modality] = self._counts.get(modality, 0) + counts
+
+    def merge(self, other: "KeptShare") -> None:
+        """Add the counts of `other` (another process's share of the split)."""
+        for modality, counts in other._counts.items():
             self._counts[modality] = self._counts.get(modality, 0) + counts
 
     def shares(self) -> dict[str, list[float]] | None:
@@ -460,16 +475,19 @@ def read_run_config(run: Path, log=print) -> TrainConfig:
 def build_or_restore(config: TrainConfig, run: Path, state: ckpt.RunState, *, resume: bool, log):
     """(model, optimizer): fresh (and written to config.json) for a new run, from the last checkpoint otherwise."""
     model = make_model(config).to(config.device)
-    if config.init_from and not state.epochs_done:
+    if config.init_from and not state.epochs_done and distributed.is_main():   # the others get rank 0's weights
         log(initialise_from(model, Path(config.init_from), config.device))
     if not resume:
         # The resolved architecture (every size, not only those given) is stored, so evaluate and
         # --resume rebuild the same nets even if the package's defaults change later.
         config.model_options = model.config.to_dict()["architecture"]
-        ckpt.write_json(run / ckpt.CONFIG, asdict(config))
+        if distributed.is_main():
+            ckpt.write_json(run / ckpt.CONFIG, asdict(config))
     optimizer = make_optimizer(model, config)
     if state.epochs_done:
-        restored = ckpt.load_checkpoint(ckpt.checkpoint_path(run, state.epochs_done), map_location=config.device)
+        where = "cpu" if distributed.active() else config.device   # under torchrun: sent to the others, pickled
+        restored = distributed.from_main(lambda: ckpt.load_checkpoint(ckpt.checkpoint_path(run, state.epochs_done),
+                                                                      map_location=where))
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         for note in ckpt.restore_rng_states(restored):
@@ -490,6 +508,10 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
     model/shard_check.py (the latter applies to a new run's command-line locations only).
     """
     run = Path(run)
+    distributed.start()
+    if not distributed.is_main():   # under torchrun: rank 0 alone touches the run folder and prints
+        return _train_locked(config, run, resume=resume, epochs=epochs, progress=False, log=_silent,
+                             allow_partial=allow_partial, allow_command_urls=allow_command_urls and not resume)
     made_folder = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     try:
@@ -503,8 +525,9 @@ def train(config: TrainConfig | None, run: Path, *, resume: bool = False, epochs
 
 def _train_locked(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None, progress: bool, log,
                   allow_partial: bool, allow_command_urls: bool) -> ckpt.RunState:
-    config = open_run_config(config, run, resume=resume, epochs=epochs, allow_command_urls=allow_command_urls, log=log)
-    state = ckpt.load_state(run)
+    config, state = distributed.from_main(lambda: _open_run(config, run, resume=resume, epochs=epochs,
+                                                            allow_command_urls=allow_command_urls, log=log))
+    config.device = distributed.local_device(config.device)
     if resume and epochs is not None and state.stopped_early:
         state.stopped_early = False   # an explicit new budget overrides an earlier early stop
     tokenizer = tokenizer_for(config)
@@ -522,23 +545,33 @@ def _train_locked(config: TrainConfig | None, run: Path, *, resume: bool, epochs
         model, optimizer = build_or_restore(config, run, state, resume=resume, log=log)   # writes config.json
         return _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log)
     except BaseException:
-        if not resume and not state.epochs_done:   # a failed start: the same command can be run again
+        # A failed start: the same command can be run again (rank 0 owns the folder under torchrun).
+        if not resume and not state.epochs_done and distributed.is_main():
             ckpt.remove_unfinished_start(run)
         raise
+
+
+def _open_run(config: TrainConfig | None, run: Path, *, resume: bool, epochs: int | None, allow_command_urls: bool,
+              log) -> tuple[TrainConfig, ckpt.RunState]:
+    """(config, state) of the run folder: what rank 0 reads and sends to the others under torchrun,
+    refusing there (once) what several processes cannot train."""
+    config = open_run_config(config, run, resume=resume, epochs=epochs, allow_command_urls=allow_command_urls, log=log)
+    distributed.check_supported(config.model, is_feature_model(config.model))
+    if not is_feature_model(config.model):
+        distributed.per_rank_batch(config.batch_size, train=True)
+    return config, ckpt.load_state(run)
 
 
 def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log) -> ckpt.RunState:
     scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
     bar = _progress_bar if progress else _no_bar
+    trainer = distributed.data_parallel(model)   # `model` itself in one process
     while state.epochs_done < config.epochs and not state.stopped_early:
         epoch = state.epochs_done + 1
-        result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar)
-        ckpt.save_checkpoint(run, epoch, model, optimizer)
-        ckpt.write_json(run / "metrics" / f"epoch-{epoch:03d}.json", {**result.summary(), "valid": result.metrics})
+        result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar, trainer=trainer)
         update_state(state, result, config.patience, eligible=not in_top_p_warmup(config, epoch))
-        ckpt.save_state(run, state)
-        if config.keep_checkpoints != "all":
-            ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
+        if distributed.is_main():   # every process holds the same state; one writes it
+            _save_epoch(run, epoch, model, optimizer, result, state, config)
         for split, read, expected in (("train", result.train_samples, result.train_samples_expected),
                                       ("valid", result.valid_samples, result.valid_samples_expected)):
             if expected is not None and read != expected:
@@ -552,6 +585,15 @@ def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, pr
         figure = "MAE" if config.task == "sentiment" else "mean F1"
         log(f"early stop: no better validation {figure} for {config.patience} epochs (best epoch {state.best_epoch})")
     return state
+
+
+def _save_epoch(run: Path, epoch: int, model, optimizer, result: EpochResult, state: ckpt.RunState,
+                config: TrainConfig) -> None:
+    ckpt.save_checkpoint(run, epoch, model, optimizer)
+    ckpt.write_json(run / "metrics" / f"epoch-{epoch:03d}.json", {**result.summary(), "valid": result.metrics})
+    ckpt.save_state(run, state)
+    if config.keep_checkpoints != "all":
+        ckpt.prune_checkpoints(run, state)   # after the state names the new best and last
 
 
 def known_problems(loader) -> list[str]:
@@ -594,16 +636,21 @@ def in_top_p_warmup(config: TrainConfig, epoch: int) -> bool:
     return config.model == "mesm" and epoch <= config.top_p_warmup
 
 
-def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch: int, bar) -> EpochResult:
+def run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch: int, bar,
+              trainer=None) -> EpochResult:
+    """One training pass (through `trainer`: the DistributedDataParallel wrapper under torchrun) and
+    one validation pass of `model`."""
     started = time.perf_counter()
     # Dropout and other model randomness are reseeded per epoch, so a resumed run continues exactly
-    # as an uninterrupted one would.
+    # as an uninterrupted one would (under torchrun each process with its own seed).
     seed_everything(config.seed + epoch)
+    distributed.seed_rank(config.seed + epoch)
     top_p = training_top_p(config, epoch)
     if top_p is not None:
         model.top_p = top_p
     try:
-        train_loss, seen = train_one_epoch(model, train_loader, optimizer, scaler, config, bar)
+        train_loss, seen = train_one_epoch(model if trainer is None else trainer, train_loader, optimizer, scaler,
+                                           config, bar)
     finally:
         # Validation (early stopping), the checkpoint and evaluation always see the run's own top-p:
         # every epoch is judged as the model the run is asked for, also during the warm-up.
@@ -665,3 +712,7 @@ def _progress_bar(iterable, desc: str):
 
 def _no_bar(iterable, desc: str):
     return iterable
+
+
+def _silent(message: str) -> None:
+    """The log of the processes other than rank 0 under torchrun."""
