@@ -95,8 +95,8 @@ PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
 
 
 class LocalFolder(click.Path):
-    """A folder to write, as a Path: a local path or a file:// URL. Other URLs (s3://...) are a
-    usage error, never a local folder named `./s3:/bucket/x` (object storage is not supported yet)."""
+    """A folder written on this machine, as a Path: a local path or a file:// URL. Other URLs (s3://...)
+    are a usage error, never a local folder named `./s3:/bucket/x` (OutputLocation takes object storage)."""
 
     def __init__(self):
         super().__init__(file_okay=False, path_type=Path)
@@ -109,6 +109,49 @@ class LocalFolder(click.Path):
         except UnsupportedLocation as exc:
             self.fail(str(exc), param, ctx)
         return super().convert(value, param, ctx)
+
+
+class OutputLocation(LocalFolder):
+    """A folder to write: a local path or file:// URL (a Path, as LocalFolder), or an object-storage URL
+    (s3://bucket/x, gs://..., as text; mer_data/storage.py). Any other URL is a usage error."""
+
+    def convert(self, value, param, ctx):
+        from mer_data.locations import UnsupportedLocation
+        from mer_data.storage import is_storage_url
+
+        try:
+            if is_storage_url(value):
+                return str(value)
+        except UnsupportedLocation as exc:
+            self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class InputLocation(OutputLocation):
+    """A folder to read: an existing local folder (a Path), or an object-storage URL (as text)."""
+
+    def __init__(self):
+        click.Path.__init__(self, exists=True, file_okay=False, path_type=Path)
+
+
+def _use_storage_options(ctx, param, values):
+    """--storage-option callback: the options every storage URL of this process is opened with."""
+    from mer_data.storage import parse_storage_options, set_default_options
+
+    try:
+        set_default_options(parse_storage_options(values))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+    return values
+
+
+def _storage_options(command):
+    """--storage-option KEY=VALUE (repeatable): fsspec storage_options of the s3://, gs://, ... locations."""
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        expose_value=False, callback=_use_storage_options,
+                        help="An fsspec storage option of the s3://, gs://, ... locations (repeatable; VALUE read "
+                             "as JSON where it parses), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true. "
+                             "Credentials: the environment, as for s3fs (docs/at-scale.md).")(command)
 
 
 @click.group(cls=_OneLineErrors,
@@ -269,7 +312,8 @@ def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
         click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.argument("out", type=LocalFolder()),
+        click.argument("out", type=OutputLocation()),
+        _storage_options,
         click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
@@ -390,7 +434,10 @@ def _print_summary(report) -> None:
     for warning in report.card.get("warnings", []):
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if report.rejected:
-        click.secho(f"{report.rejected} utterances rejected: see {report.out / 'errors.jsonl'}", fg="red", err=True)
+        from mer_data.storage import join
+
+        click.secho(f"{report.rejected} utterances rejected: see {join(report.out, 'errors.jsonl')}", fg="red",
+                    err=True)
 
 
 def _classes(value: str) -> tuple[str, ...]:

@@ -1,0 +1,157 @@
+"""Object storage: the one place that turns a location (`s3://bucket/x`, `gs://...`, `memory://...`)
+and its storage options into an fsspec filesystem.
+
+Local paths and file:// URLs never come here: they stay on the local code path (mer_data/locations.py),
+byte for byte what they were. A URL of an object store is opened with fsspec; its credentials and
+endpoint come the way fsspec and s3fs users set them: the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_PROFILE, ...; fsspec's FSSPEC_S3_* variables) and
+`--storage-option key=value` on the command line (fsspec's `storage_options`; `client_kwargs.x=y`
+sets a nested one, as s3fs's endpoint_url is given: `endpoint_url=http://127.0.0.1:9000`).
+
+An unknown scheme, or a scheme whose fsspec package is missing (s3fs for s3://), is one clear line
+(UnsupportedLocation), never a local folder with a colon in its name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mer_data.locations import URL_SCHEME, UnsupportedLocation
+
+# Object stores, by scheme: the fsspec package that serves each (what `pip install` needs).
+STORAGE_SCHEMES = {
+    "s3": "s3fs", "s3a": "s3fs",
+    "gs": "gcsfs", "gcs": "gcsfs",
+    "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs",
+    "memory": "fsspec",  # in-process, for tests
+}
+# Options given once on the command line (--storage-option), for every location this process opens.
+_DEFAULT_OPTIONS: dict[str, Any] = {}
+
+
+def storage_scheme(location: object) -> str | None:
+    """The scheme of `location` when it names object storage; None for a local path or file:// URL.
+
+    Raises UnsupportedLocation for any other URL (`ftp://`, `s3:/x` as a Path writes it, typos)."""
+    text = os.fspath(location) if isinstance(location, (str, os.PathLike)) else str(location)
+    match = URL_SCHEME.match(text)
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        return None
+    if scheme not in STORAGE_SCHEMES:
+        known = ", ".join(f"{name}://" for name in sorted(STORAGE_SCHEMES))
+        raise UnsupportedLocation(f"{text}: {scheme}:// is not a storage location mer-data reads or writes "
+                                  f"(object stores: {known}; or a local folder / file:// URL)")
+    if not text[match.end():].startswith("/"):
+        raise UnsupportedLocation(f"{text}: not a URL (write {scheme}://bucket/path, with two slashes)")
+    return scheme
+
+
+def is_storage_url(location: object) -> bool:
+    return storage_scheme(location) is not None
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """`key=value` pairs as storage_options: values read as JSON where they parse (true, 3, {"a": 1}),
+    else as text; `a.b=value` sets the nested option b of a (client_kwargs.endpoint_url=...)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--storage-option {pair!r}: expected key=value")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        target = options
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"--storage-option {pair!r}: {parent} is set both as a value and as a group")
+        target[leaf] = value
+    return options
+
+
+def set_default_options(options: Mapping[str, Any]) -> None:
+    """The storage options of this process (the CLI's --storage-option), used where none are passed."""
+    _DEFAULT_OPTIONS.clear()
+    _DEFAULT_OPTIONS.update(options)
+
+
+def default_options() -> dict[str, Any]:
+    return dict(_DEFAULT_OPTIONS)
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) of the storage URL `url`; UnsupportedLocation (one line)
+    for an unknown scheme or a missing fsspec package."""
+    import fsspec
+
+    scheme = storage_scheme(url)
+    if scheme is None:
+        raise UnsupportedLocation(f"{url}: a local location, not object storage")
+    options = default_options() if options is None else dict(options)
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url), **options)
+    except ImportError as error:
+        package = STORAGE_SCHEMES[scheme]
+        extra = " (or pip install 'mer-data[s3]')" if package == "s3fs" else ""
+        raise UnsupportedLocation(f"{url}: {scheme}:// needs the {package} package, which is not installed: "
+                                  f"pip install {package}{extra}") from error
+    return fs, path.rstrip("/")
+
+
+def join(url: str, *names: str) -> str:
+    """`url`/name/...: a child location of a storage URL or a local path, as text."""
+    if is_storage_url(url):
+        return "/".join([str(url).rstrip("/"), *names])
+    return str(Path(url, *names))
+
+
+def open_url(url: str, mode: str = "rb", options: Mapping[str, Any] | None = None):
+    """An open file of the storage URL `url` (read streams fetch as they are read)."""
+    fs, path = filesystem(url, options)
+    return fs.open(path, mode)
+
+
+def upload_file(local: Path, fs: Any, path: str) -> None:
+    """One local file as the object `path`: whole or not at all (a PUT, or a multipart upload that the
+    store makes visible only when completed), never a partly written object."""
+    fs.put_file(str(local), path)
+
+
+def download_folder(fs: Any, path: str, local: Path) -> bool:
+    """Every object under `path` into the local folder `local`; False when there is none."""
+    found = fs.find(path)
+    if not found:
+        return False
+    for remote in found:
+        relative = remote[len(path):].lstrip("/")
+        target = local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(target))
+    return True
+
+
+def materialize(url: str, local: Path, options: Mapping[str, Any] | None = None,
+                only: Iterable[str] | None = None) -> Path:
+    """The folder at the storage URL `url` copied into the local folder `local` (its direct files;
+    `only`: those names only); returns `local`. For readers that need random access to a whole folder."""
+    fs, path = filesystem(url, options)
+    local.mkdir(parents=True, exist_ok=True)
+    wanted = None if only is None else set(only)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{url}: no such folder in the bucket") from error
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry["type"] == "file" and (wanted is None or name in wanted):
+            fs.get_file(entry["name"], str(local / name))
+    return local

@@ -1,0 +1,176 @@
+"""Object storage: conversion into a bucket and every reader reading from one, against a real S3 API
+(moto's server on 127.0.0.1, tests/conftest.py's s3_server), and the location rules on memory://."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from mer_data.cli import main
+from mer_data.locations import UnsupportedLocation
+from tests.conftest import convert
+from tests.test_convert_iemocap import sha256_of_outputs
+from tests.test_convert_robustness import MER, mer
+
+CONVERT_ARGS = ["--split", "session:2", "--shard-max-count", "4", "--workers", "1", "--quiet"]
+
+
+def s3():
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+def sha256_of_bucket_outputs(url: str) -> dict[str, str]:
+    """{name: SHA-256} of the finished outputs in a bucket folder (the local sha256_of_outputs's twin)."""
+    fs = s3()
+    root = url.removeprefix("s3://")
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if not p.rsplit("/", 1)[-1].startswith("."))
+    return {name: hashlib.sha256(fs.cat_file(f"{root}/{name}")).hexdigest() for name in names}
+
+
+# --------------------------------------------------------------------------------------------
+# Locations
+
+
+@pytest.mark.parametrize("url, message", [("ftp://host/x", "ftp:// is not a storage location"),
+                                          ("http://host/x", "http:// is not a storage location"),
+                                          ("s3:/bucket/x", "not a URL")])
+def test_an_unknown_scheme_is_one_clear_error(small_corpus, tmp_path, monkeypatch, url, message):
+    root, _ = small_corpus
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["convert", "iemocap", str(root), url, "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == [], "nothing written to a local folder named like the URL"
+
+
+def test_a_missing_fsspec_package_is_one_clear_error(monkeypatch):
+    import fsspec.core
+
+    from mer_data.storage import filesystem
+
+    def no_gcsfs(*args, **kwargs):
+        raise ImportError("Install gcsfs to access Google Storage")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", no_gcsfs)
+    with pytest.raises(UnsupportedLocation, match=r"gs://bucket/x: gs:// needs the gcsfs package.*pip install gcsfs"):
+        filesystem("gs://bucket/x")
+
+
+def test_storage_options_parse_json_values_and_nested_keys():
+    from mer_data.storage import parse_storage_options
+
+    options = parse_storage_options(["anon=true", "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+                                     "client_kwargs.region_name=eu-west-1", "default_block_size=1048576"])
+    assert options == {"anon": True, "default_block_size": 1048576,
+                       "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"}}
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_storage_options(["anon"])
+
+
+def test_materialize_and_join_on_memory_storage(tmp_path):
+    import fsspec
+
+    from mer_data.storage import is_storage_url, join, materialize
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/mat/shards/dataset.json": b"{}", "/mat/shards/train-000000.tar": b"tar", "/mat/shards/sub/x": b"x"})
+    local = materialize("memory://mat/shards", tmp_path / "copy", only=["dataset.json"])
+    assert sorted(p.name for p in local.iterdir()) == ["dataset.json"]
+    assert join("memory://mat/shards/", "index.parquet") == "memory://mat/shards/index.parquet"
+    assert is_storage_url("memory://mat") and not is_storage_url(tmp_path) and not is_storage_url("file:///x")
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion into a bucket
+
+
+@pytest.fixture(scope="module")
+def bucket_shards(small_corpus, s3_server, tmp_path_factory):
+    """The small corpus converted into a bucket through the `mer` command (the twin of small_shards)."""
+    import s3fs
+
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir("converted")
+    root, _ = small_corpus
+    url = "s3://converted/small"
+    result = mer("convert", "iemocap", root, url, *CONVERT_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert f"at {url}" in result.stdout
+    return url
+
+
+def test_a_bucket_conversion_has_the_bytes_of_a_local_one(bucket_shards, small_shards):
+    reference, _ = small_shards
+    assert sha256_of_bucket_outputs(bucket_shards) == sha256_of_outputs(reference)
+    assert not s3().exists("converted/small/.staging"), "the staging is removed once the card is written"
+
+
+def test_a_rerun_into_the_bucket_reports_it_complete(small_corpus, bucket_shards):
+    root, _ = small_corpus
+    result = mer("convert", "iemocap", root, bucket_shards, *CONVERT_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("already complete")
+
+
+def test_a_killed_bucket_conversion_resumes_from_the_bucket(small_corpus, small_shards, bucket):
+    root, _ = small_corpus
+    reference, _ = small_shards
+    url = f"{bucket}/killed"
+    process = subprocess.Popen([*MER, "convert", "iemocap", str(root), url, *CONVERT_ARGS],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    fs, staged = s3(), f"{url.removeprefix('s3://')}/.staging"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        fs.invalidate_cache()
+        if fs.glob(f"{staged}/*/_outcome.json"):
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "the conversion finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    fs.invalidate_cache()
+    assert not fs.exists(f"{url.removeprefix('s3://')}/dataset.json")
+    assert len(fs.glob(f"{staged}/*/_outcome.json")) == 1
+
+    resumed = mer("convert", "iemocap", root, url, *CONVERT_ARGS)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed: 1 recordings reused" in resumed.stdout
+    assert sha256_of_bucket_outputs(url) == sha256_of_outputs(reference)
+
+
+def test_storage_options_reach_the_filesystem(small_corpus, s3_server, tmp_path, monkeypatch):
+    """The endpoint given as --storage-option, not by the environment: without it the default AWS
+    endpoint would be asked (and this machine has no network), so the conversion succeeding shows it arrived."""
+    root, _ = small_corpus
+    endpoint = s3_server["AWS_ENDPOINT_URL"]
+    env = {name: value for name, value in os.environ.items() if name != "AWS_ENDPOINT_URL"}
+    s3().mkdir("withoptions")
+    result = mer("convert", "iemocap", root, "s3://withoptions/out", *CONVERT_ARGS,
+                 "--storage-option", f"endpoint_url={endpoint}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert s3().exists("withoptions/out/dataset.json")
+
+
+def test_overwrite_replaces_a_bucket_conversion_made_with_other_options(small_corpus, bucket):
+    root, _ = small_corpus
+    url = f"{bucket}/other"
+    first = convert(root, url, shard_max_count=2)
+    assert len(first.card["shards"]) > 2
+    refused = mer("convert", "iemocap", root, url, *CONVERT_ARGS)
+    assert refused.returncode == 1 and "holds a finished conversion made with other options" in refused.stderr
+    replaced = mer("convert", "iemocap", root, url, *CONVERT_ARGS, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    names = {p.rsplit("/", 1)[-1] for p in s3().ls(url.removeprefix("s3://"), detail=False)}
+    assert {name for name in names if name.endswith(".tar")} == {s["name"] for s in replaced_card(url)["shards"]}
+
+
+def replaced_card(url: str) -> dict:
+    import json
+
+    return json.loads(s3().cat_file(f"{url.removeprefix('s3://')}/dataset.json"))
