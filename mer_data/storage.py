@@ -114,10 +114,11 @@ def join(url: str, *names: str) -> str:
     return str(Path(url, *names))
 
 
-def open_url(url: str, mode: str = "rb", options: Mapping[str, Any] | None = None):
-    """An open file of the storage URL `url` (read streams fetch as they are read)."""
+def open_url(url: str, mode: str = "rb", options: Mapping[str, Any] | None = None, **open_options: Any):
+    """An open file of the storage URL `url` (read streams fetch as they are read); `open_options` go
+    to the filesystem's open (block_size, cache_type)."""
     fs, path = filesystem(url, options)
-    return fs.open(path, mode)
+    return fs.open(path, mode, **open_options)
 
 
 def upload_file(local: Path, fs: Any, path: str) -> None:
@@ -155,3 +156,35 @@ def materialize(url: str, local: Path, options: Mapping[str, Any] | None = None,
         if entry["type"] == "file" and (wanted is None or name in wanted):
             fs.get_file(entry["name"], str(local / name))
     return local
+
+
+def parent_url(url: str) -> str:
+    """The folder URL of a storage URL (`s3://b/x/train-000000.tar` -> `s3://b/x`)."""
+    return str(url).rstrip("/").rsplit("/", 1)[0]
+
+
+def read_bytes(url: str, options: Mapping[str, Any] | None = None) -> bytes | None:
+    """The bytes of the object at `url`, or None when there is none."""
+    fs, path = filesystem(url, options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+
+
+def child_names(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
+    """The names of the objects directly in the folder `url` (none when it does not exist), sorted."""
+    fs, path = filesystem(url, options)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries if entry["type"] == "file")
+
+
+def object_size(url: str, options: Mapping[str, Any] | None = None) -> int | None:
+    fs, path = filesystem(url, options)
+    try:
+        return fs.size(path)
+    except FileNotFoundError:
+        return None

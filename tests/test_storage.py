@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -174,3 +175,86 @@ def replaced_card(url: str) -> dict:
     import json
 
     return json.loads(s3().cat_file(f"{url.removeprefix('s3://')}/dataset.json"))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading from a bucket
+
+TINY_NETS = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], temporal_width=16,
+                 temporal_layers=1, temporal_heads=2, dropout=0.1)
+
+
+def upload_folder(local, url: str) -> str:
+    fs = s3()
+    for path in sorted(local.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.name}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def bucket_training_shards(training_shards, s3_server):
+    s3().mkdir("training")
+    return upload_folder(training_shards, "s3://training/shards")
+
+
+def test_bucket_locations_open_with_fsspec_and_command_urls_stay_refused():
+    from model.shard_check import UnsafeShardSource, absolute_sources, check_source_safety, command_scheme
+
+    assert command_scheme("s3://b/x") is None and command_scheme("memory://b/x") is None
+    assert absolute_sources(["s3://b/x"]) == ["s3://b/x"]
+    for url in ("pipe:cat x.tar", "http://host/x.tar", "s3:/b/x.tar"):   # s3:/ (one slash) is no bucket URL
+        with pytest.raises(UnsafeShardSource):
+            check_source_safety([url], allow_command_urls=False)
+
+
+def test_the_loader_streams_a_bucket_folder_as_it_reads_a_local_one(training_shards, bucket_training_shards,
+                                                                    tiny_text_encoder):
+    from model.data import make_loader, resolve_shards
+    from model.text import load_tokenizer
+
+    remote = resolve_shards(bucket_training_shards, "train")
+    local = resolve_shards(str(training_shards), "train")
+    assert [url.rsplit("/", 1)[-1] for url in remote] == [os.path.basename(path) for path in local]
+    tokenizer = load_tokenizer(str(tiny_text_encoder))
+
+    def ids(source, workers):
+        loader = make_loader(source, "valid", tokenizer=tokenizer, batch_size=3, workers=workers, shuffle=False)
+        return [key for batch in loader for key in batch.ids], loader.expectation
+
+    remote_ids, expectation = ids(bucket_training_shards, 1)   # a DataLoader worker process opens the bucket
+    assert remote_ids == ids(str(training_shards), 0)[0]
+    assert expectation.samples == len(remote_ids) and not expectation.unverified
+
+
+def test_a_shard_cut_short_in_the_bucket_is_refused(training_shards, s3_server, tiny_text_encoder):
+    from model.data import make_loader
+    from model.shard_check import ShardCheckError
+    from model.text import load_tokenizer
+
+    s3().mkdir("damaged")
+    url = upload_folder(training_shards, "s3://damaged/shards")
+    shard = sorted(p for p in s3().ls("damaged/shards", detail=False) if "/valid-" in p)[0]
+    s3().pipe_file(shard, s3().cat_file(shard)[:-1024])
+    with pytest.raises(ShardCheckError, match="the shard was cut short"):
+        make_loader(url, "valid", tokenizer=load_tokenizer(str(tiny_text_encoder)), batch_size=3, workers=0,
+                    shuffle=False)
+
+
+def test_train_evaluate_and_compare_a_run_streamed_from_the_bucket(bucket_training_shards, tiny_text_encoder,
+                                                                   tmp_path):
+    from model.compare import compare_runs
+    from model.train import TrainConfig, train
+
+    config = TrainConfig(shards=[bucket_training_shards], model="fe2e", modalities="tav", epochs=1, batch_size=4,
+                         workers=1, text_encoder=str(tiny_text_encoder), model_options=TINY_NETS)
+    run = tmp_path / "run"
+    train(config, run, progress=False, log=lambda message: None)
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["shards"] == [bucket_training_shards]
+    assert list(stored["data_fingerprint"]) == [f"{bucket_training_shards}/dataset.json"]
+    comparison = compare_runs([str(run)], split="test")   # evaluates the run first, from its stored bucket URL
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    tests = json.loads(s3().cat_file("training/shards/dataset.json"))["counts"]["per_split"]["test"]
+    assert metrics["run"]["samples"] == tests
+    assert f"1 runs; {tests} test utterances" in comparison.markdown and not comparison.notes
