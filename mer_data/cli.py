@@ -651,8 +651,9 @@ def features() -> None:
 
 
 @features.command("extract")
-@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("feats", type=LocalFolder())
+@click.argument("shards", type=InputLocation())
+@click.argument("feats", type=OutputLocation())
+@_storage_options
 @click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
 @click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
@@ -753,7 +754,8 @@ def compare_command(runs, split, out, quiet):
 
 
 @main.command("validate")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=InputLocation())
+@_storage_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Write the full report as JSON (schemas/validation-report.schema.json); '-': to stdout "
                    "(the summary table then goes to stderr).")

@@ -188,3 +188,24 @@ def object_size(url: str, options: Mapping[str, Any] | None = None) -> int | Non
         return fs.size(path)
     except FileNotFoundError:
         return None
+
+
+def upload_folder(local: Path, url: str, options: Mapping[str, Any] | None = None, last: Iterable[str] = ()) -> None:
+    """Mirror the local folder `local` (recursively) at the storage URL `url`: objects there that `local`
+    lacks are removed, every file is uploaded whole, and the relative names in `last` go last, in
+    their order (a completion marker such as features.json)."""
+    fs, path = filesystem(url, options)
+    files = {str(p.relative_to(local).as_posix()): p for p in sorted(local.rglob("*")) if p.is_file()}
+    existing = [found[len(path):].lstrip("/") for found in fs.find(path)] if fs.exists(path) else []
+    last = [name for name in last if name in files]
+    for name in last:  # the marker leaves first: the folder is not complete while it changes
+        if name in existing:
+            fs.rm_file(f"{path}/{name}")
+    for name in existing:
+        if name not in files and name not in last:
+            fs.rm_file(f"{path}/{name}")
+    for name, local_file in files.items():
+        if name not in last:
+            upload_file(local_file, fs, f"{path}/{name}")
+    for name in last:
+        upload_file(files[name], fs, f"{path}/{name}")

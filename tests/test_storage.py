@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -258,3 +259,39 @@ def test_train_evaluate_and_compare_a_run_streamed_from_the_bucket(bucket_traini
     tests = json.loads(s3().cat_file("training/shards/dataset.json"))["counts"]["per_split"]["test"]
     assert metrics["run"]["samples"] == tests
     assert f"1 runs; {tests} test utterances" in comparison.markdown and not comparison.notes
+
+
+def test_validate_a_bucket_folder_names_the_bucket(bucket_shards, small_shards):
+    """The same audit as of the local folder; a damaged shard in the bucket is found and named by its URL."""
+    from mer_data.validation import ValidateOptions
+    from pipelines.validate import validate
+
+    options = ValidateOptions(av_sync=False)
+    report = validate(bucket_shards, options, in_process=True, progress=False)
+    local = validate(small_shards[0], options, in_process=True, progress=False)
+    assert report.ok and report.path == bucket_shards
+    assert [f.kind for f in report.findings] == [f.kind for f in local.findings]
+
+    s3().mkdir("validated")
+    url = upload_folder(small_shards[0], "s3://validated/shards")
+    s3().pipe_file("validated/shards/train-000000.tar", s3().cat_file("validated/shards/train-000000.tar")[:-512])
+    damaged = CliRunner().invoke(main, ["validate", url, "--no-av-sync", "--workers", "1", "--quiet"])
+    assert damaged.exit_code == 1, damaged.output
+    assert f"shards at {url} " in damaged.output
+    assert re.search(r"checksum-mismatch  train-000000\.tar: \d+ bytes", damaged.output), damaged.output
+
+
+def test_features_from_a_bucket_into_a_bucket_equal_a_local_extraction(bucket_shards, small_shards, tmp_path):
+    mfcc_only = ["--audio", "mfcc", "--visual", "none", "--text", "none", "--workers", "1", "-q"]
+    feats = "s3://converted/feats"
+    result = CliRunner().invoke(main, ["features", bucket_shards, feats, *mfcc_only])
+    assert result.exit_code == 0, result.output
+    assert f"in {feats}" in result.output
+    local = CliRunner().invoke(main, ["features", str(small_shards[0]), str(tmp_path / "feats"), *mfcc_only])
+    assert local.exit_code == 0, local.output
+    card = json.loads(s3().cat_file("converted/feats/features.json"))
+    assert card["source"]["path"] == bucket_shards
+    local_card = json.loads((tmp_path / "feats" / "features.json").read_text())
+    assert [part["sha256"] for part in card["parts"]] == [part["sha256"] for part in local_card["parts"]]
+    again = CliRunner().invoke(main, ["features", bucket_shards, feats, *mfcc_only])
+    assert again.exit_code == 0 and "already complete" in again.output, again.output
