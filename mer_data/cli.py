@@ -524,6 +524,7 @@ def _data_safety_options(command):
               help="Split evaluated with the best epoch at the end ('' to skip).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_data_safety_options
+@_storage_options
 def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
                   keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls):
@@ -589,6 +590,7 @@ def _model_options(values) -> dict:
               help="MESM: evaluate at this nucleus mass instead of the trained one (writes eval-SPLIT-pP/)")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_data_safety_options
+@_storage_options
 def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet, allow_partial, allow_command_urls):
     """Evaluate a run's best epoch on a split (thresholds tuned on validation F1).
 
@@ -732,6 +734,7 @@ def _roles(values) -> dict[str, str]:
 @click.option("--out", default=None, type=LocalFolder(),
               help="Folder for compare.md, compare.html and compare.json  [default: print only]")
 @_quiet_option("Print the table only, no messages.")
+@_storage_options
 def compare_command(runs, split, out, quiet):
     """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s.
 
