@@ -67,6 +67,11 @@ class BucketFolder:
         self.url = url.rstrip("/")
         self.storage_options = storage_options
         self.fs, self.root = filesystem(self.url, storage_options)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Forget cached listings: workers (other processes) write the bucket while this process waits."""
+        self.fs.invalidate_cache()
 
     def path(self, *names: str) -> str:
         return "/".join([self.root, *names])
@@ -116,6 +121,7 @@ def download_staged(folder: BucketFolder, staging: str, jobs: list[RecordingJob]
     """The recordings of `jobs` completely staged in the bucket under this fingerprint, copied into
     `local/<recording>/`: {recording: outcome}. Half-uploaded ones (no `_outcome.json`) are not."""
     outcomes = {}
+    folder.refresh()
     for job in jobs:
         remote = folder.path(staging, job.recording)
         if not folder.fs.exists(f"{remote}/{OUTCOME_FILE}"):
@@ -127,6 +133,13 @@ def download_staged(folder: BucketFolder, staging: str, jobs: list[RecordingJob]
         if outcome is not None:
             outcomes[job.recording] = outcome
     return outcomes
+
+
+def unaccounted(job: RecordingJob, outcome: RecordingOutcome) -> bool:
+    """A task's returned outcome that is not in the bucket must be one that staged nothing on purpose:
+    every utterance rejected (a crashed task). Anything else would lose samples without a word."""
+    rejected = {problem.utterance for problem in outcome.problems}
+    return any(utterance.id not in rejected for utterance in job.utterances)
 
 
 def upload_outputs(packed: Path, folder: BucketFolder, shard_names: list[str]) -> list[str]:

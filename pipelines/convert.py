@@ -231,6 +231,11 @@ def _run_conversion_to_bucket(plan: ConversionPlan, url: str, options: ConvertOp
                     for outcome in _run_media(to_cut, staging, options, workers, scheduler, progress, task)}
         staged.update(bucket.download_staged(folder, STAGING, to_cut, staging, options.fingerprint()))
         # A recording whose task failed without staging (a crash of the task) has its problems only.
+        missing = [job.recording for job in to_cut
+                   if job.recording not in staged and bucket.unaccounted(job, returned[job.recording])]
+        if missing:
+            raise EnvironmentFault(f"{len(missing)} recordings were cut but are not staged in {url} ({missing[0]}: "
+                                   f"its upload did not arrive); nothing was recorded; {RERUN.removeprefix('then ')}")
         outcomes = [staged.get(job.recording) or returned[job.recording] for job in plan.jobs]
         packed.mkdir()
         require_free_space(packed, packing_bytes_needed(outcomes), "packing the shards")

@@ -295,3 +295,46 @@ def test_features_from_a_bucket_into_a_bucket_equal_a_local_extraction(bucket_sh
     assert [part["sha256"] for part in card["parts"]] == [part["sha256"] for part in local_card["parts"]]
     again = CliRunner().invoke(main, ["features", bucket_shards, feats, *mfcc_only])
     assert again.exit_code == 0 and "already complete" in again.output, again.output
+
+
+# --------------------------------------------------------------------------------------------
+# The bucket output's pieces, on memory:// (fast)
+
+
+def test_outputs_go_up_shards_first_and_the_card_last_and_stale_shards_leave(tmp_path, monkeypatch):
+    import fsspec
+
+    from pipelines.bucket_output import SIDE_FILES_LAST, BucketFolder, upload_outputs
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/order/out/train-000009.tar": b"stale", "/order/out/dataset.json": b"{}"})
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    names = ["train-000000.tar", "test-000000.tar"]
+    for name in [*names, *SIDE_FILES_LAST]:
+        (packed / name).write_bytes(name.encode())
+    folder = BucketFolder("memory://order/out", {})
+    events = []
+    monkeypatch.setattr(type(fs), "put_file", lambda self, local, path, **kw: (
+        events.append(("put", path.rsplit("/", 1)[-1])), self.pipe_file(path, open(local, "rb").read()))[-1])
+    monkeypatch.setattr(type(fs), "rm", lambda self, path, recursive=False, **kw: (
+        events.append(("rm", path.rsplit("/", 1)[-1])), self.rm_file(path))[-1])
+    assert upload_outputs(packed, folder, names) == ["train-000009.tar"]
+    assert events == [("put", "train-000000.tar"), ("put", "test-000000.tar"), ("rm", "train-000009.tar"),
+                      *[("put", name) for name in SIDE_FILES_LAST]]
+    assert events[-1] == ("put", "dataset.json")
+
+
+def test_a_recording_cut_but_not_in_the_bucket_is_a_fault_not_a_loss():
+    from mer_data.records import Problem, Utterance
+    from pipelines.bucket_output import unaccounted
+    from pipelines.recording_task import RecordingJob, RecordingOutcome
+
+    utterances = tuple(Utterance(id=f"u{i}", corpus="iemocap", recording="r", speaker="M", gender="M", start=0.0,
+                                 end=1.0, label={}, text="", video_region="full", audio_channel=None, sources={})
+                       for i in range(2))
+    job = RecordingJob("r", "/raw", "v.avi", "a.wav", utterances, (("u0", "train"), ("u1", "train")))
+    crashed = RecordingOutcome("r", [], [Problem(file="v.avi", line=None, reason="task failed", utterance=u.id,
+                                                 stage="media") for u in utterances])
+    assert not unaccounted(job, crashed)
+    assert unaccounted(job, RecordingOutcome("r", [], crashed.problems[:1]))
