@@ -338,3 +338,22 @@ def test_a_recording_cut_but_not_in_the_bucket_is_a_fault_not_a_loss():
                                                  stage="media") for u in utterances])
     assert not unaccounted(job, crashed)
     assert unaccounted(job, RecordingOutcome("r", [], crashed.problems[:1]))
+
+
+def test_a_baseline_trains_and_evaluates_on_a_feature_folder_in_the_bucket(s3_server, tmp_path):
+    from model.evaluate import evaluate
+    from model.train import train
+    from tests.test_baselines import _config, make_feats
+
+    feats = make_feats(tmp_path / "feats")
+    fs = s3()
+    fs.mkdir("features")
+    for path in sorted(p for p in feats.rglob("*") if p.is_file()):
+        fs.put_file(str(path), f"features/feats/{path.relative_to(feats).as_posix()}")
+    run = tmp_path / "run"
+    train(_config("s3://features/feats", epochs=1), run, progress=False, log=lambda message: None)
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["shards"] == ["s3://features/feats"]
+    assert list(stored["data_fingerprint"]) == ["s3://features/feats/features.json"]
+    metrics = evaluate(run, split="test", progress=False, log=lambda message: None)
+    assert metrics["run"]["samples"] == json.loads((feats / "features.json").read_text())["counts"]["per_split"]["test"]
