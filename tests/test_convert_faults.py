@@ -259,7 +259,7 @@ def test_an_output_url_that_is_no_object_store_is_refused(small_corpus, tmp_path
 
 
 @pytest.mark.parametrize("command", [["synth", "iemocap", "{url}"], ["synth", "mosei", "{url}"],
-                                     ["features", "{shards}", "{url}"], ["train", "{shards}", "--out", "{url}"],
+                                     ["train", "{shards}", "--out", "{url}"],
                                      ["compare", "{shards}", "--out", "{url}"], ["demo", "--out", "{url}"]])
 def test_every_output_folder_refuses_a_url(tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
