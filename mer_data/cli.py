@@ -360,6 +360,7 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
       mer convert iemocap raw/ shards/ --split session:5 --workers 8
       mer convert iemocap raw/ shards4/ --classes iemocap4 --split session:5
       mer convert iemocap raw/ shards/ --scheduler tcp://10.0.0.5:8786
+      mer convert iemocap raw/ s3://bucket/shards      # object storage: docs/at-scale.md
     """
     from pipelines.convert import plan_iemocap
     from pipelines.options import ConvertOptions
@@ -539,6 +540,7 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
       mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train mosei-shards/ --task sentiment --out runs/fe2e-sentiment
       mer train --resume runs/fe2e          # continue a killed or finished run
+      mer train s3://bucket/shards --out runs/fe2e   # streamed from object storage
     """
     from model.train import TrainConfig, train
 
@@ -788,6 +790,7 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
       mer validate IEMOCAP_full_release/ --workers 8
       mer validate CMU_MOSEI/ --strict
       mer validate shards/ --av-threshold-ms 66 --scheduler tcp://10.0.0.5:8786
+      mer validate s3://bucket/shards                  # audited through a local copy
     """
     from mer_data.validation import ValidateOptions
     from mer_data.validation.summary import render_summary
