@@ -84,9 +84,9 @@ def s3_server() -> Iterator[dict]:
     """A real S3 API (moto's server) on 127.0.0.1 at a free port, for the session: yields the
     environment a client needs (credentials and AWS_ENDPOINT_URL, which s3fs/botocore read); the
     fixture sets it in this process too, so child processes (`mer`, Dask workers) inherit it."""
-    pytest.importorskip("s3fs", reason="the s3 tests need s3fs (pip install -e '.[test]')")
-    server_module = pytest.importorskip("moto.server", reason="the s3 tests need moto[server]")
     import logging
+
+    import moto.server as server_module   # moto[server] and s3fs: the `test` extra
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
