@@ -134,6 +134,22 @@ class InputLocation(OutputLocation):
         click.Path.__init__(self, exists=True, file_okay=False, path_type=Path)
 
 
+class LocalRelease(click.Path):
+    """RAW of `mer convert`: an existing local folder. A bucket URL is refused with the reason (ffmpeg
+    seeks in every source video by path; docs/at-scale.md), not as a missing path."""
+
+    def __init__(self):
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        from mer_data.locations import URL_SCHEME
+
+        if URL_SCHEME.match(str(value)) and not str(value).lower().startswith("file:"):
+            self.fail(f"{value}: the raw release must be a local or mounted folder (ffmpeg reads and seeks in every "
+                      f"source video by path); mount the bucket or copy the release (docs/at-scale.md)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _use_storage_options(ctx, param, values):
     """--storage-option callback: the options every storage URL of this process is opened with."""
     from mer_data.storage import parse_storage_options, set_default_options
@@ -311,7 +327,7 @@ def _scheduler_tls_options(command):
 def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
-        click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        click.argument("raw", type=LocalRelease()),
         click.argument("out", type=OutputLocation()),
         _storage_options,
         click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),

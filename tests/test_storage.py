@@ -357,3 +357,9 @@ def test_a_baseline_trains_and_evaluates_on_a_feature_folder_in_the_bucket(s3_se
     assert list(stored["data_fingerprint"]) == ["s3://features/feats/features.json"]
     metrics = evaluate(run, split="test", progress=False, log=lambda message: None)
     assert metrics["run"]["samples"] == json.loads((feats / "features.json").read_text())["counts"]["per_split"]["test"]
+
+
+def test_raw_in_a_bucket_is_refused_with_the_reason(tmp_path):
+    result = CliRunner().invoke(main, ["convert", "iemocap", "s3://bucket/IEMOCAP_full_release", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "the raw release must be a local or mounted folder" in result.output
