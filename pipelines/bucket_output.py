@@ -2,9 +2,11 @@
 
 Nothing assumes OUT is a local path, on the client or on the workers:
 - each task stages its recording in the worker's own temporary space (tempfile: TMPDIR, dask's
-  --local-directory is not needed), then uploads the finished folder to `OUT/.staging/<recording>/`,
-  members first and `_outcome.json` last, so a recording counts as staged only once all of it is in
-  the bucket (the same marker the local staging uses);
+  --local-directory is not needed), then uploads the finished folder to `OUT/.staging/<recording>/`
+  as one uncompressed tar of its members (`staged.tar`: two requests per recording rather than four
+  per utterance, which is what object stores charge for in time) and `_outcome.json` last, so a
+  recording counts as staged only once all of it is in the bucket (the same marker the local
+  staging uses);
 - the client copies the staged recordings into a local temporary folder, packs them with the local
   code (so the bytes are those of a local conversion), and uploads each shard whole (an object
   appears complete or not at all; never a partial object), then excluded.jsonl, errors.jsonl,
@@ -19,15 +21,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 from mer_data.records import Problem
 from mer_data.shards.packer import SHARD_NAME
-from mer_data.storage import download_folder, filesystem, upload_file
+from mer_data.storage import filesystem, upload_file
 
 from .options import ConvertOptions
 from .recording_task import OUTCOME_FILE, RecordingJob, RecordingOutcome, load_outcome, run_recording
 
+# A staged recording's members, as one object (the marker _outcome.json goes up after it).
+STAGED_BUNDLE = "staged.tar"
 # Uploaded in this order after the shards: dataset.json, the completion marker, last.
 SIDE_FILES_LAST = ("excluded.jsonl", "errors.jsonl", "index.parquet", "dataset.json")
 
@@ -48,15 +53,18 @@ def stage_and_upload(job: RecordingJob, staging_url: str, storage_options: dict,
 
 
 def upload_staged(done: Path, staging_url: str, recording: str, storage_options: dict) -> None:
-    """A staged recording folder into the bucket: what an earlier, killed upload left there is
-    removed first, the members uploaded, and `_outcome.json` (the marker) last."""
+    """A staged recording folder into the bucket: the marker an earlier, killed upload left there is
+    removed first, then the members go up as one tar (STAGED_BUNDLE), and `_outcome.json` (the marker) last."""
     fs, root = filesystem(staging_url, storage_options)
     target = f"{root}/{recording}"
-    if fs.exists(target):
-        fs.rm(target, recursive=True)
-    files = sorted(p for p in done.iterdir() if p.is_file() and p.name != OUTCOME_FILE)
-    for path in files:
-        upload_file(path, fs, f"{target}/{path.name}")
+    if fs.exists(f"{target}/{OUTCOME_FILE}"):
+        fs.rm_file(f"{target}/{OUTCOME_FILE}")
+    bundle = done.parent / f"{recording}.{STAGED_BUNDLE}"
+    with tarfile.open(bundle, "w") as tar:
+        for path in sorted(p for p in done.iterdir() if p.is_file() and p.name != OUTCOME_FILE):
+            tar.add(path, arcname=path.name)
+    upload_file(bundle, fs, f"{target}/{STAGED_BUNDLE}")
+    bundle.unlink()
     upload_file(done / OUTCOME_FILE, fs, f"{target}/{OUTCOME_FILE}")
 
 
@@ -128,7 +136,12 @@ def download_staged(folder: BucketFolder, staging: str, jobs: list[RecordingJob]
             continue
         target = local / job.recording
         shutil.rmtree(target, ignore_errors=True)
-        download_folder(folder.fs, remote, target)
+        target.mkdir(parents=True)
+        folder.fs.get_file(f"{remote}/{STAGED_BUNDLE}", str(target / STAGED_BUNDLE))
+        folder.fs.get_file(f"{remote}/{OUTCOME_FILE}", str(target / OUTCOME_FILE))
+        with tarfile.open(target / STAGED_BUNDLE) as tar:
+            tar.extractall(target, filter="data")   # plain files only, inside target
+        (target / STAGED_BUNDLE).unlink()
         outcome = load_outcome(target, fingerprint)
         if outcome is not None:
             outcomes[job.recording] = outcome
