@@ -73,14 +73,12 @@ def run(command: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
-def make_corpus(quick: bool) -> Path:
+def make_corpus(dialogs: int) -> Path:
     from mer_data.synth.iemocap import synth_iemocap
 
-    name = "corpus-quick" if quick else "corpus"
-    out = SCRATCH / name
+    out = SCRATCH / f"corpus-{dialogs}"
     if not (out / "synth_truth.json").exists():
         shutil.rmtree(out, ignore_errors=True)
-        dialogs = 1 if quick else 2
         synth_iemocap(out, sessions=(1, 2, 3), dialogs_per_session=dialogs, utterances_per_dialog=10, seed=5)
     from mer_data.corpora.iemocap import find_iemocap_root
 
@@ -120,28 +118,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and one repeat (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="measurements of each (default 2; quick: 1)")
     parser.add_argument("--workers", type=int, default=2, help="conversion workers")
+    parser.add_argument("--dialogs", type=int, default=None,
+                        help="dialogs per session, 3 sessions of 10 utterances each (default 2; quick: 1)")
+    parser.add_argument("--skip-training", action="store_true", help="measure the conversion only")
     options = parser.parse_args()
     repeats = options.repeats or (1 if options.quick else 2)
     SCRATCH.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     from model.text import write_tiny_text_encoder
 
-    raw = make_corpus(options.quick)
+    raw = make_corpus(options.dialogs or (1 if options.quick else 2))
     encoder = write_tiny_text_encoder(SCRATCH / "encoder")
     server, env = start_s3_server()
     try:
         conversion = bench_conversion(raw, env, repeats, options.workers)
-        training = bench_training(env, repeats, encoder)
+        training = None if options.skip_training else bench_training(env, repeats, encoder)
     finally:
         server.terminate()
         server.wait()
     print(f"conversion wall s   local {min(conversion['local_wall_s']):7.1f}  bucket "
           f"{min(conversion['bucket_wall_s']):7.1f}  bucket/local {conversion['ratio']:.3f}  "
           f"{'PASS' if conversion['ratio'] <= CONVERT_TARGET else 'MISS'} (target <= {CONVERT_TARGET})")
-    print(f"training samples/s  local {max(training['local_samples_per_s']):7.2f}  bucket "
-          f"{max(training['bucket_samples_per_s']):7.2f}  local/bucket {training['ratio']:.3f}  "
-          f"{'PASS' if training['ratio'] <= TRAIN_TARGET else 'MISS'} (target <= {TRAIN_TARGET})")
-    print(json.dumps({"conversion": conversion, "training": training, "repeats": repeats,
+    if training is not None:
+        print(f"training samples/s  local {max(training['local_samples_per_s']):7.2f}  bucket "
+              f"{max(training['bucket_samples_per_s']):7.2f}  local/bucket {training['ratio']:.3f}  "
+              f"{'PASS' if training['ratio'] <= TRAIN_TARGET else 'MISS'} (target <= {TRAIN_TARGET})")
+    print(json.dumps({"conversion": conversion, "training": training, "repeats": repeats, "dialogs_per_session": options.dialogs or (1 if options.quick else 2),
                       "cpus": os.cpu_count(), "quick": options.quick}))
 
 
