@@ -140,24 +140,6 @@ def download_folder(fs: Any, path: str, local: Path) -> bool:
     return True
 
 
-def materialize(url: str, local: Path, options: Mapping[str, Any] | None = None,
-                only: Iterable[str] | None = None) -> Path:
-    """The folder at the storage URL `url` copied into the local folder `local` (its direct files;
-    `only`: those names only); returns `local`. For readers that need random access to a whole folder."""
-    fs, path = filesystem(url, options)
-    local.mkdir(parents=True, exist_ok=True)
-    wanted = None if only is None else set(only)
-    try:
-        entries = fs.ls(path, detail=True)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{url}: no such folder in the bucket") from error
-    for entry in entries:
-        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if entry["type"] == "file" and (wanted is None or name in wanted):
-            fs.get_file(entry["name"], str(local / name))
-    return local
-
-
 def parent_url(url: str) -> str:
     """The folder URL of a storage URL (`s3://b/x/train-000000.tar` -> `s3://b/x`)."""
     return str(url).rstrip("/").rsplit("/", 1)[0]

@@ -76,15 +76,17 @@ def test_storage_options_parse_json_values_and_nested_keys():
         parse_storage_options(["anon"])
 
 
-def test_materialize_and_join_on_memory_storage(tmp_path):
+def test_folders_download_from_memory_storage_and_urls_join(tmp_path):
     import fsspec
 
-    from mer_data.storage import is_storage_url, join, materialize
+    from mer_data.storage import download_folder, filesystem, is_storage_url, join
 
     fs = fsspec.filesystem("memory")
-    fs.pipe({"/mat/shards/dataset.json": b"{}", "/mat/shards/train-000000.tar": b"tar", "/mat/shards/sub/x": b"x"})
-    local = materialize("memory://mat/shards", tmp_path / "copy", only=["dataset.json"])
-    assert sorted(p.name for p in local.iterdir()) == ["dataset.json"]
+    fs.pipe({"/mat/shards/dataset.json": b"{}", "/mat/shards/sub/x": b"x"})
+    memory, path = filesystem("memory://mat/shards")
+    assert download_folder(memory, path, tmp_path / "copy")
+    assert (tmp_path / "copy" / "sub" / "x").read_bytes() == b"x" and (tmp_path / "copy" / "dataset.json").is_file()
+    assert not download_folder(memory, "/mat/none", tmp_path / "none")
     assert join("memory://mat/shards/", "index.parquet") == "memory://mat/shards/index.parquet"
     assert is_storage_url("memory://mat") and not is_storage_url(tmp_path) and not is_storage_url("file:///x")
 
