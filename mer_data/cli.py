@@ -95,8 +95,8 @@ PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
 
 
 class LocalFolder(click.Path):
-    """A folder to write, as a Path: a local path or a file:// URL. Other URLs (s3://...) are a
-    usage error, never a local folder named `./s3:/bucket/x` (object storage is not supported yet)."""
+    """A folder written on this machine, as a Path: a local path or a file:// URL. Other URLs (s3://...)
+    are a usage error, never a local folder named `./s3:/bucket/x` (OutputLocation takes object storage)."""
 
     def __init__(self):
         super().__init__(file_okay=False, path_type=Path)
@@ -115,6 +115,65 @@ def _other_rank() -> bool:
     """Whether this is a process other than rank 0 of a torchrun job: those never read the run folder
     (rank 0 sends them what it holds, model/distributed.py), and on another machine it may not exist."""
     return os.environ.get("RANK", "0") != "0"
+
+
+class OutputLocation(LocalFolder):
+    """A folder to write: a local path or file:// URL (a Path, as LocalFolder), or an object-storage URL
+    (s3://bucket/x, gs://..., as text; mer_data/storage.py). Any other URL is a usage error."""
+
+    def convert(self, value, param, ctx):
+        from mer_data.locations import UnsupportedLocation
+        from mer_data.storage import is_storage_url
+
+        try:
+            if is_storage_url(value):
+                return str(value)
+        except UnsupportedLocation as exc:
+            self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class InputLocation(OutputLocation):
+    """A folder to read: an existing local folder (a Path), or an object-storage URL (as text)."""
+
+    def __init__(self):
+        click.Path.__init__(self, exists=True, file_okay=False, path_type=Path)
+
+
+class LocalRelease(click.Path):
+    """RAW of `mer convert`: an existing local folder. A bucket URL is refused with the reason (ffmpeg
+    seeks in every source video by path; docs/at-scale.md), not as a missing path."""
+
+    def __init__(self):
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        from mer_data.locations import URL_SCHEME
+
+        if URL_SCHEME.match(str(value)) and not str(value).lower().startswith("file:"):
+            self.fail(f"{value}: the raw release must be a local or mounted folder (ffmpeg reads and seeks in every "
+                      f"source video by path); mount the bucket or copy the release (docs/at-scale.md)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _use_storage_options(ctx, param, values):
+    """--storage-option callback: the options every storage URL of this process is opened with."""
+    from mer_data.storage import parse_storage_options, set_default_options
+
+    try:
+        set_default_options(parse_storage_options(values))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+    return values
+
+
+def _storage_options(command):
+    """--storage-option KEY=VALUE (repeatable): fsspec storage_options of the s3://, gs://, ... locations."""
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        expose_value=False, callback=_use_storage_options,
+                        help="An fsspec storage option of the s3://, gs://, ... locations (repeatable; VALUE read "
+                             "as JSON where it parses), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true. "
+                             "Credentials: the environment, as for s3fs (docs/at-scale.md).")(command)
 
 
 @click.group(cls=_OneLineErrors,
@@ -274,8 +333,9 @@ def _scheduler_tls_options(command):
 def _shared_convert_options(command):
     """The options every corpus's convert command has (applied bottom-up, shown in this order)."""
     shared = [
-        click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.argument("out", type=LocalFolder()),
+        click.argument("raw", type=LocalRelease()),
+        click.argument("out", type=OutputLocation()),
+        _storage_options,
         click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
@@ -322,6 +382,7 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
       mer convert iemocap raw/ shards/ --split session:5 --workers 8
       mer convert iemocap raw/ shards4/ --classes iemocap4 --split session:5
       mer convert iemocap raw/ shards/ --scheduler tcp://10.0.0.5:8786
+      mer convert iemocap raw/ s3://bucket/shards      # object storage: docs/at-scale.md
     """
     from pipelines.convert import plan_iemocap
     from pipelines.options import ConvertOptions
@@ -396,7 +457,10 @@ def _print_summary(report) -> None:
     for warning in report.card.get("warnings", []):
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if report.rejected:
-        click.secho(f"{report.rejected} utterances rejected: see {report.out / 'errors.jsonl'}", fg="red", err=True)
+        from mer_data.storage import join
+
+        click.secho(f"{report.rejected} utterances rejected: see {join(report.out, 'errors.jsonl')}", fg="red",
+                    err=True)
 
 
 def _classes(value: str) -> tuple[str, ...]:
@@ -515,6 +579,7 @@ def _published_setup_options(command):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_published_setup_options
 @_data_safety_options
+@_storage_options
 def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, top_p_warmup, epochs, batch_size, lr, text_lr_factor, patience,
                   text_encoder, frame_interval_ms, crop_size, device, amp, workers, seed, run, resume_run,
                   keep_checkpoints, init_from, model_options, evaluate_split, quiet, allow_partial, allow_command_urls,
@@ -531,6 +596,7 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
       mer train feats/ --model lf-rnn --out runs/lf-rnn
       mer train mosei-shards/ --task sentiment --out runs/fe2e-sentiment
       mer train --resume runs/fe2e          # continue a killed or finished run
+      mer train s3://bucket/shards --out runs/fe2e   # streamed from object storage
     """
     from model.train import TrainConfig, train
 
@@ -602,6 +668,7 @@ def _model_options(values) -> dict:
               help="MESM: evaluate at this nucleus mass instead of the trained one (writes eval-SPLIT-pP/)")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_data_safety_options
+@_storage_options
 def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet, allow_partial, allow_command_urls):
     """Evaluate a run's best epoch on a split (thresholds tuned on validation F1).
 
@@ -673,8 +740,9 @@ def features() -> None:
 
 
 @features.command("extract")
-@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("feats", type=LocalFolder())
+@click.argument("shards", type=InputLocation())
+@click.argument("feats", type=OutputLocation())
+@_storage_options
 @click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
 @click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
@@ -753,6 +821,7 @@ def _roles(values) -> dict[str, str]:
 @click.option("--out", default=None, type=LocalFolder(),
               help="Folder for compare.md, compare.html and compare.json  [default: print only]")
 @_quiet_option("Print the table only, no messages.")
+@_storage_options
 def compare_command(runs, split, out, quiet):
     """One table of the paper's metrics (per class and mean), FLOPs, parameters, training time and samples/s.
 
@@ -775,7 +844,8 @@ def compare_command(runs, split, out, quiet):
 
 
 @main.command("validate")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=InputLocation())
+@_storage_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Write the full report as JSON (schemas/validation-report.schema.json); '-': to stdout "
                    "(the summary table then goes to stderr).")
@@ -805,6 +875,7 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
       mer validate IEMOCAP_full_release/ --workers 8
       mer validate CMU_MOSEI/ --strict
       mer validate shards/ --av-threshold-ms 66 --scheduler tcp://10.0.0.5:8786
+      mer validate s3://bucket/shards                  # audited through a local copy
     """
     from mer_data.validation import ValidateOptions
     from mer_data.validation.summary import render_summary

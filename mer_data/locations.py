@@ -1,8 +1,9 @@
-"""Where mer-data writes: local folders only, for now.
+"""Local folders: a plain path or a file:// URL, read as a Path.
 
-A folder given as a URL (`s3://bucket/x`) must not become a local folder named `./s3:/bucket/x`:
-object storage is not supported yet, so such a location is refused with a clear message. `file://`
-URLs name local folders and are taken as such.
+A folder given as another URL (`s3://bucket/x`) must not become a local folder named `./s3:/bucket/x`:
+where a command reads or writes object storage, the URL goes to mer_data/storage.py before it gets
+here; everywhere else (run folders, reports, synthetic corpora) such a location is refused with a
+clear message. `file://` URLs name local folders and are taken as such.
 """
 from __future__ import annotations
 
@@ -31,5 +32,6 @@ def local_folder(location: Path | str) -> Path:
         if parts.netloc not in ("", "localhost"):
             raise UnsupportedLocation(f"{text}: file:// URLs of other hosts are not supported; give a local folder")
         return Path(unquote(parts.path))
-    raise UnsupportedLocation(f"{text}: {scheme.group(1)}:// output is not supported (object storage is not "
-                              "implemented); give a local folder and copy the result")
+    raise UnsupportedLocation(f"{text}: {scheme.group(1)}:// output is not supported for this folder (it is written "
+                              "on this machine; object storage: docs/at-scale.md); give a local folder and copy "
+                              "the result")

@@ -40,12 +40,13 @@ from model.audio import LOGMEL64, check_frontend, mel_chunks
 from model.batches import TensorFields
 from model.frames import DEFAULT_CROP_SIZE, IMAGENET, check_face_normalisation, face_crops
 from model.labels import targets as label_targets
-from model.shard_check import (ShardCheckError, SplitExpectation, check_source_safety, expect_split, sample_problem,
-                               warn)
+from model.shard_check import (ShardCheckError, SplitExpectation, check_source_safety, expect_split, is_storage,
+                               sample_problem, warn)
 
 MEMBERS = ("json", "txt", "flac", "mp4")
 MAX_TEXT_TOKENS = 100
 DEFAULT_SHUFFLE_BUFFER = 256
+STREAM_BLOCK_BYTES = 8 * 1024**2   # object-storage shards are fetched in requests of this size
 SPLITS = ("train", "valid", "test")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, pipe:, s3:, file: ...
 _SHARD_NAME = re.compile(r"^(train|valid|test)-\d+\.tar$")
@@ -103,6 +104,8 @@ def resolve_shards(sources: str | Path | Iterable[str | Path], split: str, *,
 
 
 def _resolve_one(source: str, split: str) -> list[str]:
+    if is_storage(source):
+        return _resolve_in_storage(source, split)
     if _URL.match(source) and not source.lower().startswith("file:"):
         return wds.shardlists.expand_urls(source) if "{" in source else [source]
     source = re.sub(r"^file://?", "", source, flags=re.IGNORECASE)  # as webdataset opens file: URLs
@@ -121,6 +124,22 @@ def _resolve_one(source: str, split: str) -> list[str]:
         else:
             resolved.append(path)
     return resolved
+
+
+def _resolve_in_storage(source: str, split: str) -> list[str]:
+    """An object-storage source as a local one: a folder URL (its `<split>-*.tar`, sorted), a brace
+    pattern or a shard URL; a named shard that is not in the bucket is an error."""
+    from mer_data import storage
+
+    if "{" not in source and not source.endswith(".tar"):
+        folder = source.rstrip("/")
+        return [storage.join(folder, name) for name in storage.child_names(folder)
+                if name.startswith(f"{split}-") and name.endswith(".tar")]
+    urls = wds.shardlists.expand_urls(source) if "{" in source else [source]
+    missing = [url for url in urls if storage.object_size(url) is None]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such shard in the bucket")
+    return urls
 
 
 def _belongs_to_split(shard: str, split: str) -> bool:
@@ -298,13 +317,43 @@ def make_dataset(shards: Sequence[str], *, tokenizer, batch_size: int, shuffle: 
         wds.SimpleShardList(shards),
         _ShardOrder(clock, shuffle, seed),
         _ShardSplit(len(shards)),
-        wds.tarfile_to_samples(),
+        _TarSamples(),
         _SampleSplit(len(shards)),
         _CheckSamples(expectation) if expectation is not None else None,
         _SampleShuffle(clock, seed, shuffle_buffer) if shuffle else None,  # before decoding: bytes are cheap
         wds.map(decode),
         wds.batched(batch_size, collation_fn=batch, partial=partial),
     )
+
+
+class _TarSamples(PipelineStage):
+    """webdataset's tarfile_to_samples, but object-storage shards (s3://, gs://, ...) are streamed through
+    fsspec with the storage options of the process that built the pipeline (carried to DataLoader
+    workers, which do not share its memory); every other location is opened by webdataset as before."""
+
+    def __init__(self):
+        from mer_data.storage import default_options
+
+        self.storage_options = default_options()
+
+    def run(self, shards: Iterable[dict]) -> Iterator[dict]:
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        return group_by_keys(tar_file_expander(open_shards(shards, self.storage_options)))
+
+
+def open_shards(shards: Iterable[dict], storage_options: dict | None = None) -> Iterator[dict]:
+    """{"url": ...} items with their open `stream`, as webdataset's url_opener yields them."""
+    from mer_data.storage import open_url
+
+    for shard in shards:
+        url = shard["url"]
+        if is_storage(url):
+            # Read ahead in large blocks: a shard is read once, front to back.
+            yield {**shard, "stream": open_url(url, "rb", storage_options, block_size=STREAM_BLOCK_BYTES,
+                                               cache_type="readahead")}
+        else:
+            yield from wds.tariterators.url_opener([shard])
 
 
 class _CheckSamples(PipelineStage):

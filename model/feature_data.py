@@ -51,7 +51,7 @@ class FeatureSelectionError(ValueError):
 
 def features_folder(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
     """The one FEATS folder a baseline run reads (`TrainConfig.shards` holds it), checked to have a card."""
-    from model.shard_check import command_scheme
+    from model.shard_check import command_scheme, is_storage
 
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -59,12 +59,36 @@ def features_folder(sources: str | os.PathLike | Sequence[str | os.PathLike]) ->
         if command_scheme(source):
             raise FeatureSelectionError(f"{source}: FEATS is a local folder; a {command_scheme(source)}: URL is never"
                                         f" opened")
-    sources = [Path(source) for source in sources]
     if len(sources) != 1:
         raise FeatureSelectionError(f"the baselines read one feature folder (FEATS), got {len(sources)}:"
                                     f" {', '.join(map(str, sources)) or 'none'}")
-    read_card(sources[0])   # a clear error when it is not a finished feature folder
-    return sources[0]
+    folder = local_copy(str(sources[0])) if is_storage(str(sources[0])) else Path(sources[0])
+    read_card(folder)   # a clear error when it is not a finished feature folder
+    return folder
+
+
+# FEATS folders in object storage, copied once per process: {URL: local copy}. The tables are read
+# many times per epoch (random access by row), so they are copied rather than streamed.
+_LOCAL_COPIES: dict[str, Path] = {}
+
+
+def local_copy(url: str) -> Path:
+    """A local copy of the FEATS folder at the storage URL `url`, made on first use and removed when the
+    process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from mer_data.storage import download_folder, filesystem
+
+    if url not in _LOCAL_COPIES:
+        fs, path = filesystem(url)
+        work = Path(tempfile.mkdtemp(prefix="mer-feats-"))
+        atexit.register(shutil.rmtree, work, True)
+        if not download_folder(fs, path, work / "feats"):
+            raise FeatureSelectionError(f"{url}: no feature folder in the bucket")
+        _LOCAL_COPIES[url] = work / "feats"
+    return _LOCAL_COPIES[url]
 
 
 def label_space_of_features(sources) -> tuple[str, tuple[str, ...]]:

@@ -172,7 +172,7 @@ def _card_of(sources, *, allow_command_urls: bool) -> tuple[dict[str, Any] | Non
 
     import webdataset as wds
 
-    from model.shard_check import check_source_safety
+    from model.shard_check import check_source_safety, is_storage
 
     if isinstance(sources, (str, Path)):
         sources = [sources]
@@ -181,6 +181,12 @@ def _card_of(sources, *, allow_command_urls: bool) -> tuple[dict[str, Any] | Non
     for source in map(str, sources):
         expanded = wds.shardlists.expand_urls(source) if "{" in source else [source]
         candidate = expanded[0]
+        if is_storage(candidate):
+            card, shard = _card_in_storage(candidate)
+            if card is not None:
+                return card, first_shard
+            first_shard = first_shard or shard
+            continue
         if os.path.isdir(candidate):
             card = Path(candidate) / "dataset.json"
             shards = sorted(glob.glob(os.path.join(glob.escape(candidate), "*.tar")))
@@ -193,6 +199,23 @@ def _card_of(sources, *, allow_command_urls: bool) -> tuple[dict[str, Any] | Non
     return None, first_shard
 
 
+def _card_in_storage(candidate: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the dataset card of a storage folder or of a shard's folder, or None; its first shard)."""
+    from mer_data import storage
+
+    folder = storage.parent_url(candidate) if candidate.endswith(".tar") else candidate.rstrip("/")
+    data = storage.read_bytes(storage.join(folder, "dataset.json"))
+    if data is not None:
+        try:
+            return json.loads(data), None
+        except ValueError as error:
+            raise LabelError(f"{storage.join(folder, 'dataset.json')}: unreadable dataset card: {error}") from error
+    if candidate.endswith(".tar"):
+        return None, candidate
+    shards = [name for name in storage.child_names(folder) if name.endswith(".tar")]
+    return None, storage.join(folder, shards[0]) if shards else None
+
+
 def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
     import webdataset as wds
 
@@ -201,7 +224,9 @@ def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
     if command_scheme(shard) is None and Path(shard).is_file():
         check_is_tar(shard)
 
-    for sample in wds.DataPipeline(wds.SimpleShardList([shard]), wds.tarfile_to_samples()):
+    from model.data import _TarSamples
+
+    for sample in wds.DataPipeline(wds.SimpleShardList([shard]), _TarSamples()):
         if "json" in sample:
             corpus = json.loads(sample["json"]).get("corpus")
             return corpus, default_label_names(corpus)

@@ -244,12 +244,16 @@ def feature_folder_facts(config) -> dict[str, Any] | None:
 
     if not is_feature_model(config.model):
         return None
-    folder = Path(config.shards[0])   # a baseline reads one feature folder (model/feature_data.py)
+    from model.feature_data import local_copy
+    from model.shard_check import is_storage
+
+    source = str(config.shards[0])   # a baseline reads one feature folder (model/feature_data.py)
+    folder = local_copy(source) if is_storage(source) else Path(source)   # a bucket's: its local copy
     card = ckpt.read_json(folder / CARD_NAME)
     timing = folder / EXTRACTION_TIMING_NAME
     recorded = {"timing": ckpt.read_json(timing)} if timing.is_file() else None
     return {
-        "path": str(folder),
+        "path": source if is_storage(source) else str(folder),
         "source": card.get("source", {}).get("kind"),
         "modalities": {name: {"role": spec.get("role"), "extractor": spec.get("extractor"), "dim": spec.get("dim")}
                        for name, spec in card.get("modalities", {}).items()},

@@ -5,7 +5,9 @@ Where the shards are (RUN/config.json), and which locations may be opened at all
 - local locations are stored absolute, with a fingerprint of each shard folder (the SHA-256 of its
   dataset.json, else of its index.parquet), so `mer evaluate`, `--resume` and `mer compare` read the
   same folder from any working directory and warn when its data changed since training;
-- webdataset opens every URL but file: by running a command (`pipe:` runs a shell command; http(s),
+- object-storage URLs (s3://, gs://, ...; mer_data/storage.py) are opened by this package with fsspec,
+  never by a command, and their side files are read from the bucket (fingerprinted the same way);
+- webdataset opens every other URL but file: by running a command (`pipe:` runs a shell command; http(s),
   sftp, scp, gs, ais and hf URLs run curl, gsutil or ais). Such a location is opened only when it
   was typed on the command line behind `--allow-command-urls`; one read from a stored config never is.
 
@@ -27,8 +29,10 @@ log and metrics.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import re
 import sys
 import tarfile
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mer_data import storage
 from mer_data.locations import local_folder
 from mer_data.shards.card import CARD_NAME
 from mer_data.shards.hashing import sha256_file
@@ -61,11 +66,22 @@ class UnsafeShardSource(ValueError):
 
 
 def command_scheme(source: str) -> str | None:
-    """The URL scheme of `source` when webdataset opens it by running a command (every scheme but file:)."""
+    """The URL scheme of `source` when webdataset opens it by running a command (every scheme but file:
+    and the object stores this package opens itself with fsspec)."""
     match = _URL.match(str(source))
     if match is None or match.group(1).lower() == "file" or len(match.group(1)) == 1:  # C:\... is a path
         return None
-    return match.group(1).lower()
+    scheme = match.group(1).lower()
+    if scheme in storage.STORAGE_SCHEMES and str(source)[match.end():].startswith("//"):
+        return None
+    return scheme
+
+
+def is_storage(source: str) -> bool:
+    """`source` is an object-storage URL (opened with fsspec; command_scheme is None for it)."""
+    match = _URL.match(str(source))
+    return (match is not None and match.group(1).lower() in storage.STORAGE_SCHEMES
+            and str(source)[match.end():].startswith("//"))
 
 
 def check_source_safety(sources: Iterable[str], *, allow_command_urls: bool) -> None:
@@ -83,14 +99,17 @@ def check_source_safety(sources: Iterable[str], *, allow_command_urls: bool) -> 
 def absolute_sources(sources: Iterable[str]) -> list[str]:
     """Local locations made absolute (file: URLs read as paths the way every written folder reads
     them, mer_data.locations.local_folder); URLs that run a command as they are."""
-    return [source if command_scheme(source) is not None else os.path.abspath(local_folder(source))
-            for source in map(str, sources)]
+    return [source if command_scheme(source) is not None or is_storage(source)
+            else os.path.abspath(local_folder(source)) for source in map(str, sources)]
 
 
 def data_fingerprint(sources: Iterable[str]) -> dict[str, str]:
     """{side file: SHA-256} of the folder of each local location: dataset.json, else index.parquet."""
     fingerprint = {}
     for source in map(str, sources):
+        if is_storage(source):
+            fingerprint.update(_storage_fingerprint(source))
+            continue
         if command_scheme(source) is not None:
             continue
         folder = source if os.path.isdir(source) else os.path.dirname(source)
@@ -102,15 +121,35 @@ def data_fingerprint(sources: Iterable[str]) -> dict[str, str]:
     return fingerprint
 
 
+def _storage_fingerprint(source: str) -> dict[str, str]:
+    """data_fingerprint of a storage location: the side file's URL and the SHA-256 of its bytes."""
+    folder = source if not source.endswith(".tar") and "{" not in source else storage.parent_url(source)
+    for name in (CARD_NAME, INDEX_NAME, "features.json"):
+        data = storage.read_bytes(storage.join(folder, name))
+        if data is not None:
+            return {storage.join(folder, name): hashlib.sha256(data).hexdigest()}
+    return {}
+
+
+def _current_digest(path: str) -> str | None:
+    """The SHA-256 of a fingerprinted side file now (local path or storage URL); None when it is gone."""
+    if is_storage(path):
+        data = storage.read_bytes(path)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+    return sha256_file(path) if os.path.isfile(path) else None
+
+
 def data_changes(sources: list[str], fingerprint: dict[str, str] | None) -> list[str]:
     """Warnings for a stored run: relative locations (runs trained before they were stored absolute)
     and side files whose SHA-256 is not the one recorded at training."""
     notes = [f"{source}: a relative shard location (stored by an older mer train): read from the current directory"
-             for source in sources if command_scheme(source) is None and not os.path.isabs(source)]
+             for source in sources if command_scheme(source) is None and not is_storage(source)
+             and not os.path.isabs(source)]
     for path, digest in sorted((fingerprint or {}).items()):
-        if not os.path.isfile(path):
+        current = _current_digest(path)
+        if current is None:
             notes.append(f"{path}: gone since the run trained (its data folder moved or was removed)")
-        elif sha256_file(path) != digest:
+        elif current != digest:
             notes.append(f"{path}: changed since the run trained (SHA-256 {digest[:12]}... then): the data is not "
                          f"the data the run was trained on")
     return notes
@@ -168,10 +207,15 @@ def expect_split(shards: list[str], split: str, *, allow_partial: bool = False) 
         if command_scheme(shard) is not None:
             expectation.unverified.append(shard)
             continue
-        check_is_tar(shard)
-        folder = os.path.dirname(os.path.abspath(shard))
-        if folder not in folders:
-            folders[folder] = (_read_card(folder), keys_by_shard(folder))
+        if is_storage(shard):
+            folder = storage.parent_url(shard)
+            if folder not in folders:
+                folders[folder] = _storage_side_files(folder)
+        else:
+            check_is_tar(shard)
+            folder = os.path.dirname(os.path.abspath(shard))
+            if folder not in folders:
+                folders[folder] = (_read_card(folder), keys_by_shard(folder))
         card, index = folders[folder]
         name = os.path.basename(shard)
         if index is None:
@@ -186,6 +230,21 @@ def expect_split(shards: list[str], split: str, *, allow_partial: bool = False) 
                                            if len(expectation.problems) > 1 else "")
         raise ShardCheckError(refusal(shown))
     return expectation
+
+
+def _storage_side_files(folder: str) -> tuple[dict | None, dict[str, list[str]] | None]:
+    """(dataset card, keys by shard) of a shard folder in object storage, read as a local folder's are:
+    its dataset.json and index.parquet copied into a temporary folder first."""
+    with tempfile.TemporaryDirectory(prefix="mer-side-files-") as local:
+        for name in (CARD_NAME, INDEX_NAME):
+            data = storage.read_bytes(storage.join(folder, name))
+            if data is not None:
+                Path(local, name).write_bytes(data)
+        try:
+            card = _read_card(local)
+        except ShardCheckError as error:
+            raise ShardCheckError(str(error).replace(str(Path(local, CARD_NAME)), storage.join(folder, CARD_NAME))) from error
+        return card, keys_by_shard(local)
 
 
 def _read_card(folder: str) -> dict | None:
@@ -208,7 +267,7 @@ def _card_problems(shard: str, card: dict | None, index: dict[str, list[str]] | 
     if record is None:
         return [f"{shard}: not listed in {CARD_NAME}"]
     problems = []
-    size = os.path.getsize(shard)
+    size = storage.object_size(shard) if is_storage(shard) else os.path.getsize(shard)
     if record.get("bytes") is not None and size != record["bytes"]:
         problems.append(f"{shard}: {size} bytes, but {CARD_NAME} says {record['bytes']}: the shard was cut short or"
                         f" changed after conversion")

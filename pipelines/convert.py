@@ -29,6 +29,7 @@ from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOO
                              environment_cause)
 from mer_data.folder_lock import folder_lock
 from mer_data.locations import local_folder
+from mer_data.storage import default_options, is_storage_url
 from mer_data.records import Problem, StagedSample, Utterance
 from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
                              write_dataset_card, write_errors, write_index)
@@ -159,11 +160,19 @@ def reject_unusable_keys(utterances: list[Utterance]) -> tuple[list[Utterance], 
 
 
 def run_conversion(plan: ConversionPlan, out: Path | str, options: ConvertOptions, *, workers: int | None = None,
-                   scheduler: str | None = None, overwrite: bool = False, progress: bool = True) -> ConversionReport:
+                   scheduler: str | None = None, overwrite: bool = False, progress: bool = True,
+                   storage_options: dict | None = None) -> ConversionReport:
     """Media on Dask, then shards, index, error log and the dataset card (last).
 
+    `out`: a local folder (or file:// URL), or an object-storage URL (s3://bucket/x; see
+    pipelines/bucket_output.py) opened with `storage_options` (None: the process's defaults).
     Raises EnvironmentFault (nothing final written, a rerun retries), FolderLocked (another
     conversion writes OUT), OutputConflict, UnsupportedLocation."""
+    if is_storage_url(out):
+        return _run_conversion_to_bucket(plan, str(out), options, workers=workers, scheduler=scheduler,
+                                         overwrite=overwrite, progress=progress,
+                                         storage_options=default_options() if storage_options is None
+                                         else dict(storage_options))
     out = local_folder(out).resolve()
     with folder_lock(out):
         finished = _prepare_output(out, options, overwrite)
@@ -188,6 +197,53 @@ def run_conversion(plan: ConversionPlan, out: Path | str, options: ConvertOption
             raise EnvironmentFault(f"packing the shards failed: {cause}; {advice(cause)}") from error
         report.resumed_recordings = len(plan.jobs) - len(to_cut)
         shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _run_conversion_to_bucket(plan: ConversionPlan, url: str, options: ConvertOptions, *, workers: int | None,
+                              scheduler: str | None, overwrite: bool, progress: bool,
+                              storage_options: dict) -> ConversionReport:
+    """run_conversion into object storage (pipelines/bucket_output.py): tasks stage on their workers
+    and upload; the client packs in a local temporary folder with the code of a local conversion and
+    uploads the result, dataset.json last."""
+    import tempfile
+
+    from . import bucket_output as bucket
+
+    folder = bucket.BucketFolder(url, storage_options)
+    if overwrite:
+        bucket.clear_outputs(folder, STAGING)
+    card = bucket.finished_card(folder)
+    if card is not None:
+        if card.get("options", {}).get("fingerprint") != options.fingerprint():
+            raise OutputConflict(f"{url} holds a finished conversion made with other options; "
+                                 "pass --overwrite to replace it, or choose another OUT")
+        return ConversionReport(url, card, bucket.read_problems(folder), already_complete=True)
+    with tempfile.TemporaryDirectory(prefix="mer-convert-") as work:
+        staging, packed = Path(work) / STAGING, Path(work) / "out"
+        staged = bucket.download_staged(folder, STAGING, plan.jobs, staging, options.fingerprint())
+        to_cut = [job for job in plan.jobs if job.recording not in staged]
+        if to_cut and not scheduler:
+            require_media_tools()
+        task = partial(bucket.stage_and_upload, staging_url=folder.url_of(STAGING), storage_options=storage_options,
+                       options=options)
+        returned = {outcome.recording: outcome
+                    for outcome in _run_media(to_cut, staging, options, workers, scheduler, progress, task)}
+        staged.update(bucket.download_staged(folder, STAGING, to_cut, staging, options.fingerprint()))
+        # A recording whose task failed without staging (a crash of the task) has its problems only.
+        missing = [job.recording for job in to_cut
+                   if job.recording not in staged and bucket.unaccounted(job, returned[job.recording])]
+        if missing:
+            raise EnvironmentFault(f"{len(missing)} recordings were cut but are not staged in {url} ({missing[0]}: "
+                                   f"its upload did not arrive); nothing was recorded; {RERUN.removeprefix('then ')}")
+        outcomes = [staged.get(job.recording) or returned[job.recording] for job in plan.jobs]
+        packed.mkdir()
+        require_free_space(packed, packing_bytes_needed(outcomes), "packing the shards")
+        report = _pack(plan, outcomes, packed, options)
+        bucket.upload_outputs(packed, folder, [shard["name"] for shard in report.card["shards"]])
+    folder.remove(STAGING)
+    report.out = url
+    report.resumed_recordings = len(plan.jobs) - len(to_cut)
     return report
 
 
@@ -236,12 +292,13 @@ def packing_bytes_needed(outcomes: list[RecordingOutcome]) -> int:
 
 
 def _run_media(jobs: list[RecordingJob], staging: Path, options: ConvertOptions, workers: int | None,
-               scheduler: str | None, progress: bool) -> list[RecordingOutcome]:
+               scheduler: str | None, progress: bool, task=None) -> list[RecordingOutcome]:
     """Every job's outcome; raises EnvironmentFault, once every task has ended, when any of them
-    failed because of the machine (their recordings are not staged, the others are kept)."""
+    failed because of the machine (their recordings are not staged, the others are kept).
+    `task`: the task body (default: run_recording staging into `staging`)."""
     if not jobs:
         return []
-    task = partial(run_recording, staging=str(staging), options=options)
+    task = task or partial(run_recording, staging=str(staging), options=options)
     with dask_client(workers, scheduler) as client:
         results = map_tasks(client, task, jobs, names=[job.recording for job in jobs], progress=progress)
     faults = {}

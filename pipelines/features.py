@@ -175,7 +175,9 @@ class FeatureReport:
         if len(self.errors) > 10:
             lines.append(f"... and {len(self.errors) - 10} more")
         if self.errors:
-            lines.append(f"{len(self.errors)} utterances rejected: see {self.feats / ERRORS_NAME}")
+            from mer_data.storage import join
+
+            lines.append(f"{len(self.errors)} utterances rejected: see {join(self.feats, ERRORS_NAME)}")
         return "\n".join(lines)
 
 
@@ -185,16 +187,24 @@ class FeatureReport:
 
 def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, options: FeatureOptions = FeatureOptions(),
                      *, workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
-                     progress: bool = True, task: str = "emotion") -> FeatureReport:
+                     progress: bool = True, task: str = "emotion", source_name: str | None = None) -> FeatureReport:
     """Extract the features of every sample of the shards in SHARDS into FEATS (module doc).
 
     `task`: whose training targets the `target` column holds, the emotions (the card's label space)
-    or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines)."""
+    or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines).
+    SHARDS and FEATS may be object-storage URLs (pipelines/bucket_io.py); `source_name`: the SHARDS the
+    card names (default: SHARDS as given)."""
     from mer_data.features.text import resolve_encoder
+    from mer_data.storage import is_storage_url
 
+    if is_storage_url(shards) or is_storage_url(feats):
+        return _extract_through_storage(shards, feats, options, workers=workers, scheduler=scheduler,
+                                        overwrite=overwrite, progress=progress, task=task)
     started = time.perf_counter()
     options = replace(options, text_encoder=resolve_encoder(options.text_encoder))
     plan = plan_features(Path(shards), task)
+    if source_name is not None:
+        plan.source = source_name
     feats = Path(feats).resolve()
     specs = modality_specs(options, plan)  # before FEATS is touched: an encoder that does not load changes nothing
     record = run_record(plan, options)
@@ -223,6 +233,20 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
                            wall_seconds=time.perf_counter() - started)
     if report.processed:
         write_extraction_timing(feats, report)
+    return report
+
+
+def _extract_through_storage(shards, feats, options: FeatureOptions, *, scheduler: str | None,
+                             **run_options: Any) -> FeatureReport:
+    """extract_features with SHARDS and/or FEATS in object storage: on local copies, FEATS uploaded at the
+    end with features.json last (a run that fails uploads nothing; its rerun starts from the bucket's parts)."""
+    from .bucket_io import readable_folder, refuse_remote_scheduler, writable_folder
+
+    refuse_remote_scheduler(scheduler, shards, feats)
+    with readable_folder(shards, "shards") as local_shards, writable_folder(feats, (CARD_NAME,), "feats") as local:
+        report = extract_features(local_shards, local, options, scheduler=None, source_name=str(shards),
+                                  **run_options)
+    report.feats = feats
     return report
 
 

@@ -57,12 +57,37 @@ def detect_target(path: Path) -> str:
 
 def validate(path: Path, options: ValidateOptions = ValidateOptions(), *, workers: int | None = None,
              scheduler: str | None = None, in_process: bool = False, progress: bool = True) -> Report:
-    """Audit PATH and return the report (findings sorted, stats filled)."""
+    """Audit PATH and return the report (findings sorted, stats filled). PATH may be a folder in object
+    storage (s3://...): it is copied to a local temporary folder and audited there (pipelines/bucket_io.py),
+    the report naming the URL."""
+    from mer_data.storage import is_storage_url
+
+    if is_storage_url(path):
+        return _validate_copy(str(path), options, scheduler=scheduler, workers=workers, in_process=in_process,
+                              progress=progress)
     kind = detect_target(path)
     run = partial(_run_tasks, workers=workers, scheduler=scheduler, in_process=in_process, progress=progress)
     if kind == "shards":
         return _validate_shards(Path(path), options, run)
     return _validate_raw(Path(path), kind, options, run)
+
+
+def _validate_copy(url: str, options: ValidateOptions, *, scheduler: str | None, **run_options: Any) -> Report:
+    from dataclasses import replace
+
+    from .bucket_io import readable_folder, refuse_remote_scheduler
+
+    refuse_remote_scheduler(scheduler, url)
+    with readable_folder(url, "shards") as local:
+        report = validate(local, options, **run_options)
+    local_prefix = str(local)
+
+    def named(text: str | None) -> str | None:
+        return None if text is None else text.replace(local_prefix, url.rstrip("/"))
+
+    report.path = url
+    report.findings = [replace(f, file=named(f.file), message=named(f.message)) for f in report.findings]
+    return report
 
 
 def _validate_raw(path: Path, kind: str, options: ValidateOptions, run: Callable) -> Report:

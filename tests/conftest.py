@@ -77,3 +77,46 @@ def on_one_cpu() -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict]:
+    """A real S3 API (moto's server) on 127.0.0.1 at a free port, for the session: yields the
+    environment a client needs (credentials and AWS_ENDPOINT_URL, which s3fs/botocore read); the
+    fixture sets it in this process too, so child processes (`mer`, Dask workers) inherit it."""
+    import logging
+
+    import moto.server as server_module   # moto[server] and s3fs: the `test` extra
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> str:
+    """A fresh, empty bucket on the S3 server: its s3:// URL."""
+    import re
+
+    import s3fs
+
+    name = "b-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+    fs.mkdir(name)
+    return f"s3://{name}"

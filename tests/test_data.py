@@ -295,9 +295,10 @@ def test_sources_resolve_to_the_split_shards(shards):
         f"https://host/data/train-00000{i}.tar" for i in range(3)]
     assert resolve_shards("pipe:curl -s https://host/x.tar", "train", allow_command_urls=True) == [
         "pipe:curl -s https://host/x.tar"]
-    for url in ("pipe:curl -s https://host/x.tar", "https://host/data/train-000000.tar", "gs://bucket/train.tar"):
+    for url in ("pipe:curl -s https://host/x.tar", "https://host/data/train-000000.tar", "gs:/bucket/train.tar"):
         with pytest.raises(ValueError, match="--allow-command-urls"):
             resolve_shards(url, "train")
+    # gs://, s3://: object storage, opened by this package through fsspec, not by gsutil (tests/test_storage.py)
     assert resolve_shards(f"file://{train[0]}", "train") == [train[0]]   # file: runs nothing
     with pytest.raises(FileNotFoundError, match="valid"):
         resolve_shards(shards, "valid")  # the small corpus has no validation split
