@@ -212,7 +212,7 @@ def test_bucket_locations_open_with_fsspec_and_command_urls_stay_refused():
 
 
 def test_the_loader_streams_a_bucket_folder_as_it_reads_a_local_one(training_shards, bucket_training_shards,
-                                                                    tiny_text_encoder):
+                                                                    tiny_text_encoder, s3_server):
     from model.data import make_loader, resolve_shards
     from model.text import load_tokenizer
 
@@ -225,7 +225,18 @@ def test_the_loader_streams_a_bucket_folder_as_it_reads_a_local_one(training_sha
         loader = make_loader(source, "valid", tokenizer=tokenizer, batch_size=3, workers=workers, shuffle=False)
         return [key for batch in loader for key in batch.ids], loader.expectation
 
-    remote_ids, expectation = ids(bucket_training_shards, 1)   # a DataLoader worker process opens the bucket
+    # A DataLoader worker process opens the bucket. Its credentials and endpoint are given as storage
+    # options, which travel with the pipeline: the worker comes from a forkserver that an earlier test
+    # may have started before the S3 fixture set its environment, so the environment is not enough.
+    from mer_data.storage import default_options, set_default_options
+
+    saved = default_options()
+    set_default_options({"key": s3_server["AWS_ACCESS_KEY_ID"], "secret": s3_server["AWS_SECRET_ACCESS_KEY"],
+                         "endpoint_url": s3_server["AWS_ENDPOINT_URL"]})
+    try:
+        remote_ids, expectation = ids(bucket_training_shards, 1)
+    finally:
+        set_default_options(saved)
     assert remote_ids == ids(str(training_shards), 0)[0]
     assert expectation.samples == len(remote_ids) and not expectation.unverified
 
