@@ -79,11 +79,13 @@ def on_one_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def s3_server() -> Iterator[dict]:
     """A real S3 API (moto's server) on 127.0.0.1 at a free port, for the session: yields the
     environment a client needs (credentials and AWS_ENDPOINT_URL, which s3fs/botocore read); the
-    fixture sets it in this process too, so child processes (`mer`, Dask workers) inherit it."""
+    fixture sets it in this process too, so child processes (`mer`, Dask workers) inherit it.
+    Started before any test (autouse): DataLoader workers come from a forkserver that keeps the
+    environment of its start, so one started by an earlier test would lack the credentials."""
     import logging
 
     import moto.server as server_module   # moto[server] and s3fs: the `test` extra
