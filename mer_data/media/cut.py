@@ -13,8 +13,9 @@ from typing import Any, Sequence
 
 from ..records import CutRequest, CutResult, Problem
 from .audio import AudioSource
+from .graph import cut_clips
 from .probe import MediaError, MediaNotFoundError, ffmpeg_path_arg
-from .video import REGIONS, ClipCut, VideoSource, cut_clips, plan_clip
+from .video import REGIONS, ClipCut, VideoSource, plan_clip
 
 # File names may hold 255 bytes on common file systems; ".flac" and a temporary suffix need room.
 _MAX_KEY_BYTES = 200

@@ -69,9 +69,16 @@ def assign_lanes(plans: list[ClipPlan]) -> list[list[ClipPlan]]:
     return lanes
 
 
-def cut_clips_in_graph(source: VideoSource, plans: list[ClipPlan],
-                       workdir: Path) -> tuple[dict[str, ClipCut], dict[str, str]]:
-    """cut_clips (see video.py) with one ffmpeg process per recording."""
+def cut_clips(source: VideoSource, plans: list[ClipPlan], workdir: Path) -> tuple[dict[str, ClipCut], dict[str, str]]:
+    """Write every plan's clip (video.py's plans) in one decode of the source: (finished clips,
+    reasons of failed ones), both by key (keys must be unique).
+
+    A clip fails when the source ends (or breaks) before its last frame, or its encoder fails; its
+    partial file is removed. The others are unaffected. The work is done by one ffmpeg process
+    per recording (or, after a failure, one per lane).
+    """
+    if not plans:
+        return {}, {}
     lanes = assign_lanes(plans)
     done: dict[str, ClipCut] = {}
     failed: dict[str, str] = {}

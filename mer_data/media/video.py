@@ -1,6 +1,7 @@
 """Frame-accurate video clips of many utterances from one decode of their source: the plans
 (which frames, which crop, which frames to look for faces in) and the facts of finished clips.
-graph.py runs the single ffmpeg process per recording that writes them.
+graph.py (cut_clips) runs the single ffmpeg process per recording that writes them; it builds on
+this module, which never imports it back.
 
 Timing: frame i of the source is at i/fps, fps being the exact rate from ffprobe (the frames are
 made constant-rate at that rate from their timestamps, so this holds for variable-rate sources
@@ -177,21 +178,6 @@ def plan_clip(key: str, start: float, end: float, region: str, source: VideoSour
     geometry = clip_geometry(source.width, source.height, region, max_height)
     faces = face_sample_frames(end_frame - first, source.fps, interval_ms)
     return ClipPlan(key, start, end, region, first, end_frame, geometry, faces, interval_ms, out_path)
-
-
-def cut_clips(source: VideoSource, plans: list[ClipPlan], workdir: Path) -> tuple[dict[str, ClipCut], dict[str, str]]:
-    """Write every plan's clip in one decode of the source: (finished clips, reasons of failed
-    ones), both by key (keys must be unique).
-
-    A clip fails when the source ends (or breaks) before its last frame, or its encoder fails; its
-    partial file is removed. The others are unaffected. The work is done by one ffmpeg process
-    per recording (see graph.py).
-    """
-    if not plans:
-        return {}, {}
-    from .graph import cut_clips_in_graph  # graph.py builds on this module's plans and facts
-
-    return cut_clips_in_graph(source, plans, workdir)
 
 
 def ended_early(plan: ClipPlan, source: VideoSource, decoded: int, decoder_error: str) -> str:
