@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,12 @@ from pathlib import Path
 import click
 
 import mer_data
+# The option dataclasses and the model kinds: the options below show and use their defaults and names
+# (default_of), so each is declared once. None of these modules imports torch, dask or the media stack.
+from mer_data.validation.options import ValidateOptions
+from model.config import TrainConfig
+from model.kinds import BASELINE_KINDS, KIND_NAMES
+from pipelines.options import ConvertOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
 EXIT_REJECTED = 3
@@ -92,6 +99,30 @@ def error_line(exc: BaseException) -> str:
 
 
 PROJECT_PACKAGES = ("mer_data", "pipelines", "model")
+
+
+def default_of(options_class, name: str):
+    """The default of the field `name` of an options dataclass (TrainConfig, ConvertOptions, ...).
+
+    An option's default is declared once, on its dataclass; the CLI shows and uses that one."""
+    for option in dataclasses.fields(options_class):
+        if option.name != name:
+            continue
+        if option.default is not dataclasses.MISSING:
+            return option.default
+        if option.default_factory is not dataclasses.MISSING:
+            return option.default_factory()
+        raise ValueError(f"{options_class.__name__}.{name} has no default")
+    raise ValueError(f"{options_class.__name__} has no field {name!r}")
+
+
+def size_text(size: int) -> str:
+    """A byte count as --shard-max-bytes reads it back: 268435456 -> 256MiB (plain bytes when not a
+    whole number of KiB, MiB or GiB)."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 class LocalFolder(click.Path):
@@ -336,17 +367,20 @@ def _shared_convert_options(command):
         click.argument("raw", type=LocalRelease()),
         click.argument("out", type=OutputLocation()),
         _storage_options,
-        click.option("--frame-interval-ms", default=500, show_default=True, type=click.IntRange(1),
+        click.option("--frame-interval-ms", default=default_of(ConvertOptions, "frame_interval_ms"), show_default=True,
+                     type=click.IntRange(1),
                      help="Face boxes are detected on frames this far apart."),
         click.option("--workers", default=None, type=click.IntRange(1),
                      help="Worker processes of the local Dask cluster [default: CPU count]."),
         click.option("--scheduler", default=None, help=SCHEDULER_HELP),
         _scheduler_tls_options,
-        click.option("--shard-max-bytes", default="256MiB", show_default=True,
+        click.option("--shard-max-bytes", default=size_text(default_of(ConvertOptions, "shard_max_bytes")),
+                     show_default=True,
                      help="Size cap of a shard (e.g. 64MB, 1GiB)."),
-        click.option("--shard-max-count", default=1000, show_default=True, type=click.IntRange(1),
+        click.option("--shard-max-count", default=default_of(ConvertOptions, "shard_max_count"), show_default=True,
+                     type=click.IntRange(1),
                      help="Samples per shard cap."),
-        click.option("--shuffle-seed", default=0, show_default=True, type=int,
+        click.option("--shuffle-seed", default=default_of(ConvertOptions, "shuffle_seed"), show_default=True, type=int,
                      help="Seed of the shuffle across recordings."),
         click.option("--overwrite", is_flag=True,
                      help="Replace a finished conversion in OUT (without it, a rerun resumes)."),
@@ -359,9 +393,9 @@ def _shared_convert_options(command):
 
 @convert.command("iemocap")
 @_shared_convert_options
-@click.option("--split", default="dai2021", show_default=True,
+@click.option("--split", default=default_of(ConvertOptions, "split"), show_default=True,
               help="dai2021 (published random utterance split), session:N (leave session N out), random:SEED.")
-@click.option("--classes", default="ang,exc,fru,hap,neu,sad", show_default=True,
+@click.option("--classes", default=",".join(default_of(ConvertOptions, "classes")), show_default=True,
               help="The label protocol: category codes to keep, comma-separated; CODE+CODE merges codes into "
                    "one class named by its first code (NAME=CODE+CODE names it); or a preset: iemocap6 (the "
                    "default six classes, one-vs-rest), iemocap4 (ang,hap+exc,neu,sad, single-label); or 'all'. "
@@ -395,7 +429,7 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
 
 @convert.command("mosei")
 @_shared_convert_options
-@click.option("--split", default="dai2021", show_default=True,
+@click.option("--split", default=default_of(ConvertOptions, "split"), show_default=True,
               help="dai2021 (published utterance split), sdk (standard video folds), random:SEED (by video).")
 @click.option("--labels", type=click.Choice(["csd", "mturk"]), default="csd", show_default=True,
               help="Label source: the SDK's CMU_MOSEI_Labels.csd or the raw MTurk CSVs under Labels/.")
@@ -507,19 +541,25 @@ def _published_setup_options(command):
                           "head / 10) without weight decay, batch 8 (FE2E) or 2 (MESM), 40 epochs, patience 6, "
                           "MESM top-p 0.7 (IEMOCAP) or 0.5 (MOSEI). Options given explicitly win; config.json "
                           "records every resolved value (docs/reproducing.md)."),
-        click.option("--arch", type=click.Choice(["compact", "dai2021"]), default="compact", show_default=True,
+        click.option("--arch", type=click.Choice(["compact", "dai2021"]), default=default_of(TrainConfig, "arch"),
+                     show_default=True,
                      help="The nets: compact (small CNNs, the CPU demo's) or dai2021 (the published networks; "
                           "needs --audio-frontend dai2021 and 48 x 48 crops)."),
-        click.option("--pos-weight", type=click.Choice(["auto", "none"]), default="none", show_default=True,
+        click.option("--pos-weight", type=click.Choice(["auto", "none"]), default=default_of(TrainConfig, "pos_weight"),
+                     show_default=True,
                      help="auto: BCE pos_weight = negatives / positives per class of the training split "
                           "(one-vs-rest tasks)."),
-        click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True,
+        click.option("--optimizer", type=click.Choice(["adamw", "adam"]),
+                     default=default_of(TrainConfig, "optimizer"), show_default=True,
                      help="adamw (decoupled weight decay) or adam (the official code's)."),
-        click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(0.0)),
-        click.option("--audio-frontend", type=click.Choice(["logmel64", "dai2021"]), default="logmel64",
+        click.option("--weight-decay", default=default_of(TrainConfig, "weight_decay"), show_default=True,
+                     type=click.FloatRange(0.0)),
+        click.option("--audio-frontend", type=click.Choice(["logmel64", "dai2021"]),
+                     default=default_of(TrainConfig, "audio_frontend"),
                      show_default=True, help="logmel64: 64-band log-mel, 10 ms hop, 320 ms chunks; dai2021: the "
                                              "official 128-band power mel, 12.5 ms hop, 400 ms chunks."),
-        click.option("--face-normalisation", type=click.Choice(["imagenet", "dai2021"]), default="imagenet",
+        click.option("--face-normalisation", type=click.Choice(["imagenet", "dai2021"]),
+                     default=default_of(TrainConfig, "face_normalisation"),
                      show_default=True, help="Per-channel normalisation of the RGB face crops: ImageNet's, or "
                                              "the official code's mean 159/111/102, std 37/33/32 (0-255)."),
     ]
@@ -530,42 +570,50 @@ def _published_setup_options(command):
 
 @main.command("train")
 @click.argument("shards", nargs=-1, required=False)
-@click.option("--model", "model_kind", type=click.Choice(["fe2e", "mesm", "lf-rnn", "lf-transformer"]),
-              default="fe2e", show_default=True,
+@click.option("--model", "model_kind", type=click.Choice(KIND_NAMES),
+              default=default_of(TrainConfig, "model"), show_default=True,
               help="FE2E: fully end-to-end; MESM: sparse cross-modal attention (Dai et al., 2021); on SHARDS. "
                    "LF-RNN (late-fusion LSTMs) or LF-Transformer: two-phase baselines on a FEATS folder "
                    "(`mer features`), every modality of a chosen role used.")
-@click.option("--modalities", default="tav", show_default=True, help="Any non-empty subset of t (text), a (audio), v (video).")
-@click.option("--task", type=click.Choice(["emotion", "sentiment"]), default="emotion", show_default=True,
+@click.option("--modalities", default=default_of(TrainConfig, "modalities"), show_default=True,
+              help="Any non-empty subset of t (text), a (audio), v (video).")
+@click.option("--task", type=click.Choice(["emotion", "sentiment"]), default=default_of(TrainConfig, "task"),
+              show_default=True,
               help="emotion: the corpus's emotion labels (one-vs-rest, BCE). sentiment: CMU-MOSEI's sentiment score "
                    "in [-3, 3], one regression output, early stopping on validation MAE (refused for IEMOCAP).")
-@click.option("--sentiment-loss", type=click.Choice(["l1", "mse"]), default="l1", show_default=True,
+@click.option("--sentiment-loss", type=click.Choice(["l1", "mse"]), default=default_of(TrainConfig, "sentiment_loss"),
+              show_default=True,
               help="The sentiment task's loss: L1 (the MulT/MISA convention) or MSE.")
-@click.option("--top-p", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+@click.option("--top-p", default=default_of(TrainConfig, "top_p"), show_default=True,
+              type=click.FloatRange(0.0, 1.0, min_open=True),
               help="MESM: attention mass of the positions kept for the sparse CNN blocks.")
-@click.option("--top-p-warmup", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--top-p-warmup", default=default_of(TrainConfig, "top_p_warmup"), show_default=True,
+              type=click.IntRange(0),
               help="MESM: train the first epochs with a top-p falling linearly from 1 to --top-p over this many "
                    "epochs (validation and checkpoints always use --top-p).")
 @click.option("--epochs", default=None, type=click.IntRange(1),
-              help="Epoch budget  [default: 20; with --resume: the run's, or raise it]")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-4, show_default=True, type=float,
+              help=f"Epoch budget  [default: {default_of(TrainConfig, 'epochs')}; with --resume: the run's, or raise "
+                   f"it]")
+@click.option("--batch-size", default=default_of(TrainConfig, "batch_size"), show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=default_of(TrainConfig, "lr"), show_default=True, type=float,
               help="Learning rate of the CNNs, transformers and heads.")
-@click.option("--text-lr-factor", default=0.1, show_default=True, type=float,
+@click.option("--text-lr-factor", default=default_of(TrainConfig, "text_lr_factor"), show_default=True, type=float,
               help="The pretrained text encoder's learning rate is lr times this.")
-@click.option("--patience", default=6, show_default=True, type=click.IntRange(1),
+@click.option("--patience", default=default_of(TrainConfig, "patience"), show_default=True, type=click.IntRange(1),
               help="Early stopping: epochs without a better validation mean F1 (sentiment: MAE).")
 @click.option("--text-encoder", default=None, help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
 @click.option("--frame-interval-ms", default=None, type=click.IntRange(1), help="[default: the shards' face interval]")
-@click.option("--crop-size", default=48, show_default=True, type=click.IntRange(8))
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--crop-size", default=default_of(TrainConfig, "crop_size"), show_default=True, type=click.IntRange(8))
+@click.option("--device", default=default_of(TrainConfig, "device"), show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=default_of(TrainConfig, "workers"), show_default=True, type=click.IntRange(0),
+              help="Data loader processes.")
+@click.option("--seed", default=default_of(TrainConfig, "seed"), show_default=True, type=int)
 @click.option("--out", "run", type=LocalFolder(), help="Run folder to create.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False, exists=not _other_rank(), path_type=Path),
               help="Continue the run in this folder (its stored options are used).")
-@click.option("--keep-checkpoints", type=click.Choice(["best-and-last", "all"]), default="best-and-last",
+@click.option("--keep-checkpoints", type=click.Choice(["best-and-last", "all"]),
+              default=default_of(TrainConfig, "keep_checkpoints"),
               show_default=True, help="Checkpoints left after each epoch: the best and the last (~280 MB each with "
                                       "MiniLM), or every epoch's.")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True),
@@ -857,7 +905,8 @@ def compare_command(runs, split, out, quiet):
               help="Worker processes of the local Dask cluster [default: CPU count].")
 @click.option("--scheduler", default=None, help=SCHEDULER_HELP)
 @_scheduler_tls_options
-@click.option("--av-threshold-ms", default=100.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--av-threshold-ms", default=default_of(ValidateOptions, "av_threshold_s") * 1000, show_default=True,
+              type=click.FloatRange(min=0),
               help="Flag recordings whose audio-video offset exceeds this.")
 @click.option("--no-av-sync", is_flag=True, help="Skip the audio-video offset estimation (shards).")
 @_quiet_option("No progress bar.")
@@ -960,7 +1009,7 @@ def demo(out, workers, seed, epochs, baseline_epochs, quiet):
     _demo_train(report.out, out / "run", epochs, seed, quiet)
     feats = _demo_features(report.out, out / "feats", workers, quiet)
     baselines = [_demo_train_baseline(feats, out / kind, kind, baseline_epochs, seed, quiet)
-                 for kind in ("lf-rnn", "lf-transformer")]
+                 for kind in BASELINE_KINDS]
     _demo_compare([out / "run", *baselines], out / "compare")
 
 

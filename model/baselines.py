@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from model.kinds import BASELINE_KINDS
 from model.nets import ModelOutput, canonical_modalities, dataclass_from_options, sinusoidal_positions
 
-BASELINE_KINDS = ("lf-rnn", "lf-transformer")
 
 
 @dataclass
@@ -120,7 +120,7 @@ class AttentionBody(nn.Module):
         return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
 
 
-BODIES = {"lf-rnn": RecurrentBody, "lf-transformer": AttentionBody}
+BODIES = {"lf-rnn": RecurrentBody, "lf-transformer": AttentionBody}   # by baseline kind (model/kinds.py)
 
 
 class SequenceEncoder(nn.Module):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from model import checkpoint as ckpt
+from model.kinds import display_name
 from model.shard_check import data_changes
 from model.report import (CORPUS_TITLES, METRICS_JSON, OVERALL_LABELS, PLAIN_NUMBER_METRICS, format_figure,
                           is_lower_better, is_single_label, metric_headers)
@@ -28,7 +29,6 @@ from model.report import (CORPUS_TITLES, METRICS_JSON, OVERALL_LABELS, PLAIN_NUM
 MEAN = "mean"
 MISSING = "–"
 UNDEFINED = "n/a"
-MODEL_NAMES = {"fe2e": "FE2E", "mesm": "MESM", "lf-rnn": "LF-RNN", "lf-transformer": "LF-Transformer"}
 REQUIRED_METRICS_KEYS = ("corpus", "split", "label_names", "utterances", "headline_metrics", "per_class", "mean")
 TWO_PHASE_MARK = "†"
 WHOLE_EPOCH_MARK = "*"
@@ -210,7 +210,7 @@ def _profile_or_reason(run: Path, split: str) -> tuple[dict | None, list[str]]:
 
 def run_label(model: str, modalities: str, top_p: float | None) -> str:
     """E.g. "FE2E (tav)", "MESM p=0.5 (tav)", "LF-RNN (ta)"."""
-    name = MODEL_NAMES.get(model, model.upper())
+    name = display_name(model)
     if top_p is not None:
         name += f" p={float(top_p):g}"
     return f"{name} ({modalities})" if modalities else name

@@ -322,4 +322,4 @@ class Dai2021MESM(SparseExtraction, Dai2021FE2E):
                                   top_p=self._top_p)
 
 
-DAI2021_KINDS = {"fe2e": Dai2021FE2E, "mesm": Dai2021MESM}
+DAI2021_NETS = {"fe2e": Dai2021FE2E, "mesm": Dai2021MESM}   # by end-to-end kind (model/kinds.py)

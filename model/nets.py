@@ -298,18 +298,18 @@ class MESM(SparseExtraction, FE2E):
                                   selection_cell=arch.selection_cell)
 
 
-MODEL_KINDS = {"fe2e": FE2E, "mesm": MESM}
+COMPACT_NETS = {"fe2e": FE2E, "mesm": MESM}   # by end-to-end kind (model/kinds.py)
 ARCHITECTURES = ("compact", "dai2021")
 
 
 def model_classes(arch: str) -> dict:
     """{"fe2e": class, "mesm": class} of an architecture, and its options dataclass."""
     if arch == "compact":
-        return MODEL_KINDS, Architecture
+        return COMPACT_NETS, Architecture
     if arch == "dai2021":
-        from model.dai2021 import DAI2021_KINDS, Dai2021Architecture
+        from model.dai2021 import DAI2021_NETS, Dai2021Architecture
 
-        return DAI2021_KINDS, Dai2021Architecture
+        return DAI2021_NETS, Dai2021Architecture
     raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
 
 
