@@ -271,6 +271,33 @@ def test_cli_preset_trains_records_every_resolved_value_and_resumes(every_class_
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 2
 
 
+# The temporal encoders of the published nets, shrunk (their CNNs and heads have no size options).
+PUBLISHED_TINY_TEMPORAL = ["--model-option", "temporal_width=16", "--model-option", "temporal_heads=2",
+                           "--model-option", "temporal_layers=1", "--model-option", "temporal_feedforward=32"]
+
+
+def test_cli_preset_trains_the_published_networks_on_cpu(every_class_in_train, tiny_text_encoder, tmp_path):
+    """`mer train --preset dai2021` as the docs give it (the published networks on the official inputs),
+    one epoch on the small synthetic conversion, then the evaluation on test: the whole path, on the CPU."""
+    from model.dai2021 import Dai2021FE2E
+    from model.evaluate import load_run
+
+    run = tmp_path / "fe2e-published"
+    result = _cli("train", every_class_in_train, "--preset", "dai2021", "--text-encoder", tiny_text_encoder,
+                  "--epochs", "1", "--workers", "0", "--out", run, "-q", *PUBLISHED_TINY_TEMPORAL)
+    assert result.exit_code == 0, result.output
+    stored = json.loads((run / "config.json").read_text())
+    expected = {**PUBLISHED, "text_encoder": str(tiny_text_encoder), "epochs": 1, "preset": "dai2021",
+                "batch_size": 8, "model": "fe2e"}
+    assert {name: stored[name] for name in expected} == expected
+    assert stored["preset_overrides"] == ["epochs", "text_encoder"]
+    assert "preset dai2021: arch dai2021" in result.output
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and set(metrics["per_class"]) == set(stored["label_names"])
+    _, model, epoch = load_run(run)
+    assert isinstance(model, Dai2021FE2E) and epoch == 1
+
+
 def test_cli_options_for_every_model_and_old_configs(every_class_in_train, tiny_text_encoder, tmp_path):
     run = tmp_path / "fe2e"
     common = ["--text-encoder", tiny_text_encoder, "--workers", "0", "--batch-size", "4", "-q", *SIZES]
