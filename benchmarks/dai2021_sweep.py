@@ -14,7 +14,7 @@ from torch import nn
 from benchmarks.sparse_vs_dense import LABELS, extraction_step, time_interleaved
 from model.data import Batch
 from model.flops import feature_extraction_flops
-from model.nets import build_model
+from model.architectures import build_model
 from model.text import load_tokenizer
 
 # Dai et al. 2021, feature-extraction GFLOPs of MESM by top-p; FE2E's is 8.65.

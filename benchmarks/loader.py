@@ -310,7 +310,7 @@ def consumption(loader_make, names, text_encoder: str | None, batches: int) -> d
 
     The batches are loaded first, so that the model has every core to itself while it is timed.
     """
-    from model.nets import build_model
+    from model.architectures import build_model
 
     loaded = []
     for batch in loader_make():

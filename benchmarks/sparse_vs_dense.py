@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.data import Batch  # noqa: E402
 from model.flops import feature_extraction_flops, text_encoder_flops  # noqa: E402
-from model.nets import build_model  # noqa: E402
+from model.architectures import build_model  # noqa: E402
 from model.text import load_tokenizer  # noqa: E402
 
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")

@@ -1,6 +1,6 @@
 """The published networks of Dai et al. (NAACL 2021) as the authors' code builds them: arch "dai2021".
 
-`build_model(kind, ..., arch="dai2021")` builds these; the compact nets (model/nets.py) stay the default.
+`model.architectures.build_model(kind, ..., arch="dai2021")` builds these; the compact nets (model/nets.py) stay the default.
 
 Per face crop [3, 48, 48] and per acoustic chunk [1, 128, 32] (128-band power mel, 32 frames), one
 CNN per modality (`PublishedCNN`):

@@ -27,8 +27,9 @@ import pandas as pd
 
 from model import checkpoint as ckpt
 from model import distributed
+from model.kinds import is_feature_model
 from model.shard_check import PARTIAL_FLAG
-from model.train import (_no_bar, _progress_bar, evaluate_predictions, is_feature_model, make_loader, make_model,
+from model.train import (_no_bar, _progress_bar, evaluate_predictions, make_loader, make_model,
                          pass_notes, predict, read_run_config, tokenizer_for)
 
 

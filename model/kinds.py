@@ -26,6 +26,14 @@ KINDS = (
 KIND_NAMES = tuple(kind.name for kind in KINDS)
 END_TO_END_KINDS = tuple(kind.name for kind in KINDS if not kind.two_phase)
 BASELINE_KINDS = tuple(kind.name for kind in KINDS if kind.two_phase)
+# The networks that build the end-to-end kinds (model/architectures.py): the compact default and the
+# published ones of Dai et al. (2021).
+ARCHITECTURES = ("compact", "dai2021")
+
+
+def is_feature_model(kind: str) -> bool:
+    """Whether `kind` is a two-phase baseline trained on a FEATS folder (not on shards)."""
+    return str(kind).lower() in BASELINE_KINDS
 
 
 def display_name(kind: str) -> str:

@@ -36,7 +36,7 @@ def pos_weight_from_targets(targets: np.ndarray, label_names: Sequence[str], whe
 
 def training_targets(config, *, allow_command_urls: bool = False) -> np.ndarray:
     """float32 [N, C] targets of the run's training split (shards or, for a baseline, FEATS)."""
-    from model.train import is_feature_model
+    from model.kinds import is_feature_model
 
     if is_feature_model(config.model):
         return _feature_targets(config)

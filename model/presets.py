@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from model.kinds import ARCHITECTURES
+
 PRESETS = ("dai2021",)
-ARCHITECTURES = ("compact", "dai2021")
 DAI2021_TEXT_ENCODER = "albert-base-v2"
 
 # TrainConfig field -> value, for FE2E and MESM alike

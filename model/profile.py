@@ -240,7 +240,7 @@ def feature_folder_facts(config) -> dict[str, Any] | None:
     recorded beside the card (FEATS/extraction.json; null where there is none, e.g. a .csd import);
     None for an end-to-end run."""
     from mer_data.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
-    from model.train import is_feature_model
+    from model.kinds import is_feature_model
 
     if not is_feature_model(config.model):
         return None

@@ -36,6 +36,7 @@ from torch import nn
 from model import checkpoint as ckpt
 from model import distributed
 from model.config import TrainConfig
+from model.kinds import is_feature_model
 from model.pos_weight import resolve_pos_weight
 from model.presets import check_inputs_fit_architecture, resolve_preset, resolve_preset_for_data
 from model.presets import describe as describe_preset
@@ -71,13 +72,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def is_feature_model(kind: str) -> bool:
-    """Whether `kind` is a two-phase baseline trained on a FEATS folder (not on shards)."""
-    from model.kinds import BASELINE_KINDS
-
-    return str(kind).lower() in BASELINE_KINDS
 
 
 def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
@@ -173,7 +167,7 @@ def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Modu
     they start with identity statistics instead, for a caller that loads a checkpoint (which holds them)."""
     if is_feature_model(config.model):
         return make_feature_model(config, train_statistics=train_statistics)
-    from model.nets import build_model
+    from model.architectures import build_model
 
     # `arch` only when it is not the compact default: build_model of a tree without the published
     # networks does not know the argument.

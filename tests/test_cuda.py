@@ -33,7 +33,7 @@ def _batch(tokenizer, frames=(3, 5), chunks=(2, 4)):
 
 @pytest.mark.parametrize("kind", ["fe2e", "mesm"])
 def test_the_published_networks_run_forward_and_backward_on_cuda(kind, tiny_text_encoder):
-    from model.nets import build_model
+    from model.architectures import build_model
     from model.text import load_tokenizer
 
     model = build_model(kind, LABELS, "tav", str(tiny_text_encoder), top_p=0.7, arch="dai2021").cuda()

@@ -8,7 +8,8 @@ import torch
 
 from model.data import Batch
 from model.flops import feature_extraction_flops
-from model.nets import FE2E, MESM, build_model, build_model_from_config
+from model.architectures import build_model, build_model_from_config
+from model.nets import FE2E, MESM
 from model.text import load_text_encoder, load_tokenizer, write_tiny_text_encoder
 
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")

@@ -80,8 +80,8 @@ def test_model_kinds_are_one_registry():
     assert tuple(model_choices) == KIND_NAMES
     assert set(END_TO_END_KINDS) | set(BASELINE_KINDS) == set(KIND_NAMES)
     from model.baselines import BODIES
-    from model.nets import model_classes
-    from model.train import is_feature_model
+    from model.architectures import model_classes
+    from model.kinds import is_feature_model
 
     assert set(BODIES) == set(BASELINE_KINDS)
     for arch in ("compact", "dai2021"):

@@ -161,7 +161,7 @@ def _module_of(name: str) -> str:
 
 
 def test_the_optimizer_has_the_weight_decay_and_the_slow_text_groups(tiny_text_encoder):
-    from model.nets import build_model
+    from model.architectures import build_model
     from model.train import TrainConfig, make_optimizer
 
     model = build_model("fe2e", ("a", "b"), "tav", str(tiny_text_encoder), **TINY_NETS)

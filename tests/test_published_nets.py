@@ -15,7 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from model.dai2021 import (AdditiveAttention, Dai2021FE2E, Dai2021MESM, PublishedCNN, SparsePublishedCNN)
 from model.data import Batch
-from model.nets import ARCHITECTURES, FE2E, build_model, build_model_from_config
+from model.architectures import build_model, build_model_from_config
+from model.kinds import ARCHITECTURES
+from model.nets import FE2E
 from model.sparse import nucleus_by_image, softmax_by_image, top_p_mask
 from model.text import load_tokenizer
 
