@@ -97,9 +97,9 @@ def extractor_costs(shards: Path, count: int, idle_wait: float) -> dict[str, dic
     import torch
     import webdataset as wds
 
-    from mer_data.features.acoustic import acoustic_features
-    from mer_data.features.text import token_embeddings
-    from mer_data.features.visual import appearance
+    from model.features.acoustic import acoustic_features
+    from model.features.text import token_embeddings
+    from model.features.visual import appearance
     from model.audio import decode_flac
 
     torch.set_num_threads(1)

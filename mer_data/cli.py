@@ -8,7 +8,7 @@
     mer train SHARDS --out RUN   -> model.train.train
     mer evaluate RUN             -> model.evaluate.evaluate
     mer features SHARDS FEATS    -> pipelines.features.extract_features
-    mer features import-csd ..   -> mer_data.features.csd.import_csd
+    mer features import-csd ..   -> model.features.csd.import_csd
     mer compare RUN..            -> model.compare.compare_runs
     mer demo                     -> all of them, on an embedded synthetic default
 """
@@ -797,7 +797,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, t
 @_quiet_option("No progress messages.")
 def features_import_csd_command(files, feats, shards, roles, overwrite, quiet):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
-    from mer_data.features.csd import import_csd
+    from model.features.csd import import_csd
 
     report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
                         log=_log_lines(quiet))

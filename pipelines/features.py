@@ -5,8 +5,8 @@
 
 Each task reads one shard's samples in order (the shard auditor's tar reader, which reports a
 damaged tar instead of raising), extracts the chosen modalities of every sample
-(mer_data/features/acoustic.py, visual.py, text.py) and writes one part, numbered like its shard:
-`train-000003.tar` -> `FEATS/train/part-000003.parquet` (layout and columns: mer_data/features/table.py).
+(model/features/acoustic.py, visual.py, text.py) and writes one part, numbered like its shard:
+`train-000003.tar` -> `FEATS/train/part-000003.parquet` (layout and columns: model/features/table.py).
 Every sample becomes a row or an entry of FEATS/errors.jsonl (file: the shard, the reason, the
 utterance id): a sample whose media cannot be decoded, whose metadata is unreadable or whose label
 is outside the label space, samples lost in a damaged tar (named from index.parquet), and every
@@ -36,7 +36,7 @@ from typing import Any
 import mer_data
 import schemas
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from mer_data.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
+from model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
                                      arrow_schema, part_path, read_card, rows_to_table, sequence_problem, split_dir,
                                      split_parts, write_card, write_part)
 from mer_data.records import Problem
@@ -194,7 +194,7 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines).
     SHARDS and FEATS may be object-storage URLs (pipelines/bucket_io.py); `source_name`: the SHARDS the
     card names (default: SHARDS as given)."""
-    from mer_data.features.text import resolve_encoder
+    from model.features.text import resolve_encoder
     from mer_data.storage import is_storage_url
 
     if is_storage_url(shards) or is_storage_url(feats):
@@ -307,9 +307,9 @@ def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
 
 
 def modality_specs(options: FeatureOptions, plan: FeaturePlan) -> dict[str, ModalitySpec]:
-    from mer_data.features.acoustic import acoustic_spec
-    from mer_data.features.text import text_spec
-    from mer_data.features.visual import visual_spec
+    from model.features.acoustic import acoustic_spec
+    from model.features.text import text_spec
+    from model.features.visual import visual_spec
 
     makers = {"audio": acoustic_spec, "visual": lambda kind: visual_spec(kind, plan.frame_interval_ms),
               "text": lambda kind: text_spec(kind, options.text_encoder)}
@@ -555,7 +555,7 @@ def sample_row(sample, job: ShardJob, options: FeatureOptions, specs: dict[str, 
 def _extract(name: str, options: FeatureOptions, sample, meta: dict) -> tuple[Any, Any]:
     """(values [T, D], times [T] or None) of one modality of one sample."""
     if name == "audio":
-        from mer_data.features.acoustic import acoustic_features
+        from model.features.acoustic import acoustic_features
         from model.audio import decode_flac
 
         waveform = decode_flac(sample.members["flac"], sample.key)
@@ -564,11 +564,11 @@ def _extract(name: str, options: FeatureOptions, sample, meta: dict) -> tuple[An
             raise ValueError(f"the flac member decodes to {len(waveform)} samples, its metadata says {expected}")
         _, values, times = acoustic_features(options.audio, waveform)
     elif name == "visual":
-        from mer_data.features.visual import appearance
+        from model.features.visual import appearance
 
         _, values, times = appearance(sample.members["mp4"], meta)
     else:
-        from mer_data.features.text import token_embeddings
+        from model.features.text import token_embeddings
 
         _, values, times = token_embeddings(sample.members["txt"].decode("utf-8"), options.text_encoder)
     return values, times

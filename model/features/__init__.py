@@ -1,1 +1,1 @@
-"""Precomputed features for the two-phase baselines: extractors, the table layout, the CSD importer."""
+"""The two-phase side: feature extractors, the feature-table layout, the .csd importer and the feature loader."""

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 import mer_data
 import schemas
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from mer_data.features.table import (
+from model.features.table import (
     CARD_NAME,
     ERRORS_NAME,
     LEADING_COLUMNS,
