@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 import mer_data
+from model.features.registry import extractor_choices
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
 EXIT_REJECTED = 3
@@ -743,11 +744,11 @@ def features() -> None:
 @click.argument("shards", type=InputLocation())
 @click.argument("feats", type=OutputLocation())
 @_storage_options
-@click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
+@click.option("--audio", type=click.Choice(extractor_choices("audio")), default="egemaps", show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
-@click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
+@click.option("--visual", type=click.Choice(extractor_choices("visual")), default="appearance", show_default=True,
               help="HOG and region statistics of the stored face crops over time (OpenCV).")
-@click.option("--text", type=click.Choice(["encoder", "none"]), default="encoder", show_default=True,
+@click.option("--text", type=click.Choice(extractor_choices("text")), default="encoder", show_default=True,
               help="Token embeddings of a frozen text encoder.")
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
