@@ -255,13 +255,15 @@ def floor_run(dialogs: list[Dialog], out: Path) -> int:
 def run_mer_cli(args: list[str], phases_path: Path) -> None:
     """`mer <args>` exactly as the console script runs it, timing plan / cluster / media / pack.
 
-    The timers wrap module attributes that `pipelines.convert` looks up at call time; they change
-    nothing else. "media" is the task map on a running cluster; "cluster" is the rest of the Dask
-    part (start-up and shut-down of the LocalCluster). A name that is missing is simply not timed.
+    The timers wrap module attributes that `pipelines.convert` and its task runner (pipelines/runner.py)
+    look up at call time; they change nothing else. "media" is the task map on a running cluster;
+    "cluster" is the rest of the Dask part (start-up and shut-down of the LocalCluster). A name that is
+    missing is simply not timed.
     """
     import atexit
 
     import pipelines.convert as convert
+    import pipelines.runner as runner
 
     phases: dict[str, float] = {}
 
@@ -275,10 +277,11 @@ def run_mer_cli(args: list[str], phases_path: Path) -> None:
                 phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
         return wrapper
 
-    for attribute, name in (("plan_iemocap", "plan"), ("_run_media", "cluster+media"), ("map_tasks", "media"),
-                            ("_pack", "pack"), ("run_conversion", "conversion")):
-        if hasattr(convert, attribute):
-            setattr(convert, attribute, timed(name, getattr(convert, attribute)))
+    for module, attribute, name in ((convert, "plan_iemocap", "plan"), (convert, "_run_media", "cluster+media"),
+                                    (runner, "map_tasks", "media"), (convert, "_pack", "pack"),
+                                    (convert, "run_conversion", "conversion")):
+        if hasattr(module, attribute):
+            setattr(module, attribute, timed(name, getattr(module, attribute)))
     atexit.register(lambda: phases_path.write_text(json.dumps(phases), encoding="utf-8"))
     from mer_data.cli import main
 

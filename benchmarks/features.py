@@ -93,38 +93,36 @@ def shard_sizes(shards: Path) -> dict[str, int]:
 
 
 def extractor_costs(shards: Path, count: int, idle_wait: float) -> dict[str, dict]:
+    from types import SimpleNamespace
+
     import cv2
     import torch
     import webdataset as wds
 
-    from mer_data.features.acoustic import acoustic_features
-    from mer_data.features.text import token_embeddings
-    from mer_data.features.visual import appearance
-    from model.audio import decode_flac
+    from model.features.registry import MODALITIES, extractor_names, make_extractor
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     tars = [str(tar) for tar in sorted(shards.glob("*.tar"))]
     samples = []
     for sample in wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples()):
-        samples.append(sample)
+        # As the extraction task sees a sample: its members by extension, and its parsed metadata.
+        members = {name: value for name, value in sample.items() if not name.startswith("__")}
+        samples.append((SimpleNamespace(key=sample["__key__"], members=members), json.loads(sample["json"])))
         if len(samples) == count:
             break
-    extractors = {
-        "audio egemaps": lambda s: acoustic_features("egemaps", decode_flac(s["flac"])),
-        "audio mfcc": lambda s: acoustic_features("mfcc", decode_flac(s["flac"])),
-        "visual appearance": lambda s: appearance(s["mp4"], json.loads(s["json"])),
-        "text encoder": lambda s: token_embeddings(s["txt"].decode("utf-8")),
-    }
+    # Every registered extractor (model/features/registry.py), with its default settings.
+    extractors = {f"{modality} {name}": make_extractor(modality, name)
+                  for modality in MODALITIES for name in extractor_names(modality)}
     costs = {}
-    for name, extract in extractors.items():
+    for name, extractor in extractors.items():
         load = wait_until_idle(idle_wait)
         began = time.perf_counter()
-        extract(samples[0])  # the first call loads models / compiles: timed apart
+        extractor.extract(*samples[0])  # the first call loads models / compiles: timed apart
         first = time.perf_counter() - began
         busy, cpu, began = machine_busy_seconds(), time.process_time(), time.perf_counter()
-        for sample in samples:
-            extract(sample)
+        for sample, meta in samples:
+            extractor.extract(sample, meta)
         wall = time.perf_counter() - began
         used = time.process_time() - cpu
         other = max(0.0, machine_busy_seconds() - busy - used) / wall
@@ -183,15 +181,17 @@ def medians(runs: list[dict]) -> dict[int, dict]:
 
 
 def main() -> None:
+    from model.features.registry import extractor_choices
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", default=None, help=f"shard folder [default: {DEFAULT_SHARDS}, else generated]")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the 1- and 2-worker runs (default 2)")
     parser.add_argument("--extractor-samples", type=int, default=40, help="samples per extractor timing (default 40)")
     parser.add_argument("--idle-wait", type=float, default=30.0, help="seconds to wait for other work before a part")
-    parser.add_argument("--audio", default="egemaps", choices=("egemaps", "mfcc", "none"))
-    parser.add_argument("--visual", default="appearance", choices=("appearance", "none"))
-    parser.add_argument("--text", default="encoder", choices=("encoder", "none"))
+    parser.add_argument("--audio", default="egemaps", choices=extractor_choices("audio"))
+    parser.add_argument("--visual", default="appearance", choices=extractor_choices("visual"))
+    parser.add_argument("--text", default="encoder", choices=extractor_choices("text"))
     args = parser.parse_args()
     modality_args = ["--audio", args.audio, "--visual", args.visual, "--text", args.text]
 

@@ -8,7 +8,7 @@
     mer train SHARDS --out RUN   -> model.train.train
     mer evaluate RUN             -> model.evaluate.evaluate
     mer features SHARDS FEATS    -> pipelines.features.extract_features
-    mer features import-csd ..   -> mer_data.features.csd.import_csd
+    mer features import-csd ..   -> model.features.csd.import_csd
     mer compare RUN..            -> model.compare.compare_runs
     mer demo                     -> all of them, on an embedded synthetic default
 """
@@ -26,6 +26,7 @@ import mer_data
 # (default_of), so each is declared once. None of these modules imports torch, dask or the media stack.
 from mer_data.validation.options import ValidateOptions
 from model.config import TrainConfig
+from model.features.registry import extractor_choices
 from model.kinds import BASELINE_KINDS, KIND_NAMES
 from pipelines.options import ConvertOptions
 
@@ -791,11 +792,11 @@ def features() -> None:
 @click.argument("shards", type=InputLocation())
 @click.argument("feats", type=OutputLocation())
 @_storage_options
-@click.option("--audio", type=click.Choice(["egemaps", "mfcc", "none"]), default="egemaps", show_default=True,
+@click.option("--audio", type=click.Choice(extractor_choices("audio")), default="egemaps", show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
-@click.option("--visual", type=click.Choice(["appearance", "none"]), default="appearance", show_default=True,
+@click.option("--visual", type=click.Choice(extractor_choices("visual")), default="appearance", show_default=True,
               help="HOG and region statistics of the stored face crops over time (OpenCV).")
-@click.option("--text", type=click.Choice(["encoder", "none"]), default="encoder", show_default=True,
+@click.option("--text", type=click.Choice(extractor_choices("text")), default="encoder", show_default=True,
               help="Token embeddings of a frozen text encoder.")
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
@@ -845,7 +846,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, t
 @_quiet_option("No progress messages.")
 def features_import_csd_command(files, feats, shards, roles, overwrite, quiet):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
-    from mer_data.features.csd import import_csd
+    from model.features.csd import import_csd
 
     report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
                         log=_log_lines(quiet))

@@ -47,7 +47,7 @@ class BaselineArchitecture:
     fusion_hidden: int = 128             # the late-fusion MLP's hidden width
     dropout: float = 0.1
     # Stored with the sizes because the normalisation statistics in a checkpoint are those of
-    # sequences pooled this way (model/feature_data.py: Pooling says why pooling is needed).
+    # sequences pooled this way (model/features/loader.py: Pooling says why pooling is needed).
     pool_seconds: float | None = 0.04
     max_steps: int = 500
 

@@ -66,8 +66,8 @@ def _shard_targets(config, *, allow_command_urls: bool) -> np.ndarray:
 
 
 def _feature_targets(config) -> np.ndarray:
-    from mer_data.features.table import read_split
-    from model.feature_data import features_folder
+    from model.features.table import read_split
+    from model.features.loader import features_folder
 
     table = read_split(features_folder(config.shards), "train", columns=["target"])
     values = table.column("target").combine_chunks().flatten().to_numpy(zero_copy_only=False)

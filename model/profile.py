@@ -239,15 +239,15 @@ def feature_folder_facts(config) -> dict[str, Any] | None:
     """For a two-phase run: its feature folder, the extractors, and the extraction cost `mer features`
     recorded beside the card (FEATS/extraction.json; null where there is none, e.g. a .csd import);
     None for an end-to-end run."""
-    from mer_data.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
+    from model.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
     from model.kinds import is_feature_model
 
     if not is_feature_model(config.model):
         return None
-    from model.feature_data import local_copy
+    from model.features.loader import local_copy
     from model.shard_check import is_storage
 
-    source = str(config.shards[0])   # a baseline reads one feature folder (model/feature_data.py)
+    source = str(config.shards[0])   # a baseline reads one feature folder (model/features/loader.py)
     folder = local_copy(source) if is_storage(source) else Path(source)   # a bucket's: its local copy
     card = ckpt.read_json(folder / CARD_NAME)
     timing = folder / EXTRACTION_TIMING_NAME

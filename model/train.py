@@ -18,7 +18,7 @@ Under `torchrun --nproc-per-node N` the same loop runs data parallel in N proces
 each reads its share of the shards, DDP averages the gradients, rank 0 alone writes the run folder).
 
 The two-phase baselines (`--model lf-rnn|lf-transformer`, model/baselines.py) run the same loop on a
-feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/feature_data.py):
+feature folder instead of shards (`TrainConfig.shards` then names FEATS; model/features/loader.py):
 same loss, optimiser, early stopping, checkpoints, resume and metrics.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def seed_everything(seed: int) -> None:
 def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
     """Fill corpus and label names from the shards' dataset card (model/labels.py), or FEATS' features.json."""
     if is_feature_model(config.model):
-        from model.feature_data import label_space_of_features, label_task_of_features
+        from model.features.loader import label_space_of_features, label_task_of_features
 
         corpus, names = label_space_of_features(config.shards)
         task = label_task_of_features(config.shards)
@@ -180,7 +180,7 @@ def feature_inputs(config: TrainConfig):
     """(FEATS, [(modality, dim)], Pooling, BaselineArchitecture) of a baseline run: the inputs stored in
     its architecture when it has them (resume, evaluate), else those of FEATS selected by role."""
     from model.baselines import BaselineArchitecture
-    from model.feature_data import Pooling, check_inputs, features_folder, select_modalities
+    from model.features.loader import Pooling, check_inputs, features_folder, select_modalities
 
     architecture = BaselineArchitecture.from_options(config.model_options)
     feats = features_folder(config.shards)
@@ -191,7 +191,7 @@ def feature_inputs(config: TrainConfig):
 
 def make_feature_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
     from model.baselines import build_baseline
-    from model.feature_data import feature_statistics
+    from model.features.loader import feature_statistics
 
     feats, inputs, pooling, architecture = feature_inputs(config)
     statistics = feature_statistics(feats, [name for name, _ in inputs], pooling) if train_statistics else None
@@ -256,7 +256,7 @@ def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoc
     """The run's loader of `split`; `allow_command_urls` only for shard locations typed on the command line
     (model/shard_check.py), never for those of a stored config."""
     if is_feature_model(config.model):
-        from model.feature_data import make_feature_loader
+        from model.features.loader import make_feature_loader
 
         feats, inputs, pooling, _ = feature_inputs(config)
         return make_feature_loader(feats, split, [name for name, _ in inputs], pooling,

@@ -36,9 +36,10 @@ from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_sh
 from mer_data.shards.atomic import TEMP_PREFIX
 from mer_data.shards.tarwriter import archive_bytes, sample_bytes
 
-from .cluster import TaskFailure, dask_client, map_tasks
+from .cluster import TaskFailure
 from .options import ConvertOptions
 from .recording_task import RecordingJob, RecordingOutcome, run_recording
+from .runner import run_tasks
 
 STAGING = ".staging"
 CARD = "dataset.json"
@@ -299,8 +300,8 @@ def _run_media(jobs: list[RecordingJob], staging: Path, options: ConvertOptions,
     if not jobs:
         return []
     task = task or partial(run_recording, staging=str(staging), options=options)
-    with dask_client(workers, scheduler) as client:
-        results = map_tasks(client, task, jobs, names=[job.recording for job in jobs], progress=progress)
+    results = run_tasks(task, jobs, [job.recording for job in jobs], "recordings", workers=workers,
+                        scheduler=scheduler, progress=progress)
     faults = {}
     for result in results:
         if isinstance(result, TaskFailure):

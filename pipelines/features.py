@@ -3,10 +3,12 @@
     report = extract_features("shards/", "feats/", FeatureOptions(audio="mfcc", text="none"), workers=2)
     print(report.summary())
 
-Each task reads one shard's samples in order (the shard auditor's tar reader, which reports a
-damaged tar instead of raising), extracts the chosen modalities of every sample
-(mer_data/features/acoustic.py, visual.py, text.py) and writes one part, numbered like its shard:
-`train-000003.tar` -> `FEATS/train/part-000003.parquet` (layout and columns: mer_data/features/table.py).
+This module is the graph: the plan (which shards, which label space), the schedule (one task per
+shard through pipelines/runner.py) and the resume. Each task (model/features/shard_task.py) reads one
+shard's samples in order (the shard auditor's tar reader, which reports a damaged tar instead of
+raising), runs the chosen extractors (model/features/registry.py) on every sample and writes one part,
+numbered like its shard: `train-000003.tar` -> `FEATS/train/part-000003.parquet` (layout and columns:
+model/features/table.py).
 Every sample becomes a row or an entry of FEATS/errors.jsonl (file: the shard, the reason, the
 utterance id): a sample whose media cannot be decoded, whose metadata is unreadable or whose label
 is outside the label space, samples lost in a damaged tar (named from index.parquet), and every
@@ -34,27 +36,25 @@ from pathlib import Path
 from typing import Any
 
 import mer_data
-import schemas
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from mer_data.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
-                                     arrow_schema, part_path, read_card, rows_to_table, sequence_problem, split_dir,
-                                     split_parts, write_card, write_part)
 from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
 from mer_data.shards.index import keys_by_shard
 from mer_data.shards.packer import SHARD_NAME
+from model.features.registry import (MODALITIES, NO_EXTRACTOR, Extractor, ExtractorSettings, extractor_choices,
+                                     make_extractor)
+from model.features.shard_task import OUTCOME_KEY, ShardJob, ShardOutcome, extract_shard, failed_shard
+from model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
+                                  arrow_schema, feature_card, part_path, read_card, split_dir, split_parts,
+                                  write_card)
 
-from .cluster import TaskFailure, dask_client, map_tasks
+from .cluster import TaskFailure
+from .runner import run_tasks
 
 RECORD_NAME = ".options.json"
-OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
-STAGE = "features"
 DATASET_CARD = "dataset.json"
-MODALITIES = ("audio", "visual", "text")
-CHOICES = {"audio": ("egemaps", "mfcc", "none"), "visual": ("appearance", "none"), "text": ("encoder", "none")}
-MEMBER_OF = {"audio": "flac", "visual": "mp4", "text": "txt"}
 
 
 class FeatureOutputConflict(Exception):
@@ -71,58 +71,21 @@ class FeatureOptions:
     text_encoder: str | None = None  # Hugging Face name or local path; None: the bundled all-MiniLM-L6-v2
 
     def __post_init__(self):
-        for modality, choices in CHOICES.items():
+        for modality in MODALITIES:   # the registry's choices (model/features/registry.py), as the CLI's
+            choices = extractor_choices(modality)
             if getattr(self, modality) not in choices:
                 raise ValueError(f"--{modality} must be one of {', '.join(choices)}, not {getattr(self, modality)!r}")
         if not self.modalities():
             raise ValueError("every modality is 'none': choose at least one of --audio, --visual, --text")
-        if self.text_encoder is not None and self.text == "none":
+        if self.text_encoder is not None and self.text == NO_EXTRACTOR:
             raise ValueError("--text-encoder names the encoder of --text encoder, but --text is 'none'")
 
     def modalities(self) -> dict[str, str]:
         """modality -> extractor kind, for the modalities that are extracted."""
-        return {name: getattr(self, name) for name in MODALITIES if getattr(self, name) != "none"}
+        return {name: getattr(self, name) for name in MODALITIES if getattr(self, name) != NO_EXTRACTOR}
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """One task: a shard and the part it becomes."""
-
-    path: str  # absolute
-    name: str  # train-000003.tar
-    split: str
-    number: int
-    expected_keys: tuple[str, ...] | None = None  # the shard's keys in index.parquet, where there is one
-
-    @property
-    def part(self) -> str:
-        return f"part-{self.number:06d}.parquet"
-
-
-@dataclass
-class ShardOutcome:
-    """What one shard gave: a part (None where its task failed) with `rows` rows, and the rejected samples."""
-
-    shard: str
-    split: str
-    part: str | None
-    rows: int = 0
-    empty_sequences: dict[str, int] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # extractor time per modality (this run only)
-    resumed: bool = False
-
-    def to_json(self) -> dict:
-        return {"shard": self.shard, "split": self.split, "part": self.part, "rows": self.rows,
-                "empty_sequences": self.empty_sequences, "problems": [p.to_json() for p in self.problems]}
-
-    @classmethod
-    def from_json(cls, data: dict, resumed: bool = True) -> "ShardOutcome":
-        return cls(data["shard"], data["split"], data["part"], data["rows"], dict(data["empty_sequences"]),
-                   [Problem(**p) for p in data["problems"]], resumed=resumed)
 
 
 @dataclass
@@ -194,7 +157,7 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines).
     SHARDS and FEATS may be object-storage URLs (pipelines/bucket_io.py); `source_name`: the SHARDS the
     card names (default: SHARDS as given)."""
-    from mer_data.features.text import resolve_encoder
+    from model.features.text import resolve_encoder
     from mer_data.storage import is_storage_url
 
     if is_storage_url(shards) or is_storage_url(feats):
@@ -206,7 +169,9 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     if source_name is not None:
         plan.source = source_name
     feats = Path(feats).resolve()
-    specs = modality_specs(options, plan)  # before FEATS is touched: an encoder that does not load changes nothing
+    # Before FEATS is touched: an encoder that does not load changes nothing.
+    extractors = chosen_extractors(options, plan)
+    specs = {name: extractor.spec() for name, extractor in extractors.items()}
     record = run_record(plan, options)
     _prepare_output(feats, record, overwrite)
     expected_schema = arrow_schema(specs, len(plan.label_names))
@@ -216,11 +181,12 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     (feats / CARD_NAME).unlink(missing_ok=True)  # the tables are about to change: not complete until the end
     _remove_leftovers(feats, plan.jobs)
     pending = [job for job in plan.jobs if job.name not in finished]
-    outcomes = finished | _run_tasks(pending, feats, options, specs, plan.label_names, workers, scheduler, progress)
+    outcomes = finished | _run_tasks(pending, feats, extractors, specs, plan.label_names, workers, scheduler,
+                                     progress)
     ordered = [outcomes[job.name] for job in plan.jobs]
     problems = [problem for outcome in ordered for problem in outcome.problems]
     write_errors(problems, feats)
-    card = feature_card(plan, options, record, specs, ordered, problems, feats)
+    card = extraction_card(plan, options, record, specs, ordered, problems, feats)
     write_card(feats, card)
     seconds: Counter = Counter()
     for outcome in ordered:
@@ -306,15 +272,11 @@ def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
     return FeaturePlan(shards, jobs, corpus, tuple(label_names), sha, fingerprint, interval, label_task)
 
 
-def modality_specs(options: FeatureOptions, plan: FeaturePlan) -> dict[str, ModalitySpec]:
-    from mer_data.features.acoustic import acoustic_spec
-    from mer_data.features.text import text_spec
-    from mer_data.features.visual import visual_spec
-
-    makers = {"audio": acoustic_spec, "visual": lambda kind: visual_spec(kind, plan.frame_interval_ms),
-              "text": lambda kind: text_spec(kind, options.text_encoder)}
+def chosen_extractors(options: FeatureOptions, plan: FeaturePlan) -> dict[str, Extractor]:
+    """The registry's extractors the options choose, per modality."""
+    settings = ExtractorSettings(text_encoder=options.text_encoder, frame_interval_ms=plan.frame_interval_ms)
     # In name order: the card is written with sorted keys, and the table's columns follow the card's order.
-    return {name: makers[name](kind) for name, kind in sorted(options.modalities().items())}
+    return {name: make_extractor(name, kind, settings) for name, kind in sorted(options.modalities().items())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,170 +384,28 @@ def _complete_report(feats: Path, outcomes: dict[str, ShardOutcome]) -> FeatureR
 # The tasks
 
 
-def _run_tasks(jobs: list[ShardJob], feats: Path, options: FeatureOptions, specs: dict[str, ModalitySpec],
+def _run_tasks(jobs: list[ShardJob], feats: Path, extractors: dict[str, Extractor], specs: dict[str, ModalitySpec],
                label_names: tuple[str, ...], workers: int | None, scheduler: str | None,
                progress: bool) -> dict[str, ShardOutcome]:
     if not jobs:
         return {}
     # Largest shards first: the run ends when its longest task does.
     jobs = sorted(jobs, key=lambda job: -os.path.getsize(job.path))
-    task = partial(extract_shard, feats=str(feats), options=options, specs=specs, label_names=label_names)
+    task = partial(extract_shard, feats=str(feats), extractors=extractors, specs=specs, label_names=label_names)
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    with dask_client(workers, scheduler) as client:
-        results = map_tasks(client, task, jobs, names=[job.name for job in jobs], progress=progress, desc="shards")
+    results = run_tasks(task, jobs, [job.name for job in jobs], "shards", workers=workers, scheduler=scheduler,
+                        progress=progress)
     return {job.name: failed_shard(job, f"the task failed on the cluster: {result.reason}")
             if isinstance(result, TaskFailure) else result for job, result in zip(jobs, results)}
-
-
-def failed_shard(job: ShardJob, reason: str) -> ShardOutcome:
-    """Every sample of the shard rejected with `reason`; no part (a rerun tries again)."""
-    keys = job.expected_keys if job.expected_keys is not None else _tar_keys(Path(job.path))
-    problems = [Problem(file=job.name, line=None, reason=reason, utterance=key, stage=STAGE) for key in keys]
-    if not problems:
-        problems = [Problem(file=job.name, line=None, reason=reason, utterance=None, stage=STAGE)]
-    return ShardOutcome(job.name, job.split, None, problems=problems)
-
-
-def _tar_keys(path: Path) -> list[str]:
-    import tarfile
-
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            return list(dict.fromkeys(name.partition(".")[0] for name in tar.getnames()))
-    except (tarfile.TarError, OSError):
-        return []
-
-
-def extract_shard(job: ShardJob, *, feats: str, options: FeatureOptions, specs: dict[str, ModalitySpec],
-                  label_names: tuple[str, ...]) -> ShardOutcome:
-    """The task body: every sample of one shard -> one part; the outcome travels in the part's metadata."""
-    from mer_data.validation.shard_audit import read_shard_samples
-
-    _one_thread_per_worker()
-    findings: list = []
-    rows, problems, seen = [], [], set()
-    seconds: Counter = Counter()
-    for sample in read_shard_samples(Path(job.path), findings):
-        seen.add(sample.key)
-        row, problem = sample_row(sample, job, options, specs, label_names, seconds)
-        if problem is not None:
-            problems.append(problem)
-        else:
-            rows.append(row)
-    problems += _tar_problems(job, findings, seen)
-    empty = {name: sum(len(row[name]) == 0 for row in rows) for name in specs}
-    outcome = ShardOutcome(job.name, job.split, job.part, len(rows), empty, problems, dict(seconds), resumed=False)
-    table = rows_to_table(rows, arrow_schema(specs, len(label_names)))
-    metadata = dict(table.schema.metadata or {})
-    metadata[OUTCOME_KEY] = json.dumps(outcome.to_json(), sort_keys=True).encode()
-    write_part(part_path(feats, job.split, job.number), table.replace_schema_metadata(metadata))
-    return outcome
-
-
-def _one_thread_per_worker() -> None:
-    """Inside a Dask worker, one thread for torch and OpenCV: parallelism is the worker processes."""
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return  # not in a worker: leave the caller's settings alone
-    import cv2
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
-def _tar_problems(job: ShardJob, findings: list, seen: set[str]) -> list[Problem]:
-    """Tar damage (the reader's findings), and the index's keys of this shard that it never reached."""
-    problems = [Problem(file=job.name, line=None, reason=f"damaged shard: {finding.message}", utterance=finding.id,
-                        stage=STAGE) for finding in findings if finding.id not in seen]
-    lost = [key for key in (job.expected_keys or ()) if key not in seen]
-    reason = "listed in index.parquet for this shard, but not in it (the tar is damaged or cut short before it)"
-    return problems + [Problem(file=job.name, line=None, reason=reason, utterance=key, stage=STAGE) for key in lost]
-
-
-# --------------------------------------------------------------------------------------------
-# One sample
-
-
-def sample_row(sample, job: ShardJob, options: FeatureOptions, specs: dict[str, ModalitySpec],
-               label_names: tuple[str, ...], seconds: Counter) -> tuple[dict | None, Problem | None]:
-    """The table row of one sample (mer_data.validation.shard_audit.read_shard_samples), or the problem that stops it."""
-    from model.labels import LabelError, targets
-
-    def rejected(reason: str) -> tuple[None, Problem]:
-        return None, Problem(file=job.name, line=None, reason=reason, utterance=sample.key, stage=STAGE)
-
-    if not sample.complete:
-        return rejected("the shard is cut short inside this sample")
-    missing = [member for member in ["json", *(MEMBER_OF[name] for name in specs)] if member not in sample.members]
-    if missing:
-        return rejected(f"the sample has no {', '.join(missing)} member")
-    try:
-        meta = json.loads(sample.members["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return rejected(f"unreadable metadata (json member): {error}")
-    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str) or "split" not in meta:
-        return rejected("the metadata (json member) has no id or split")
-    if meta["split"] != job.split:
-        return rejected(f"its metadata says split {meta['split']!r}, but it is in a {job.split} shard")
-    try:
-        target = targets(meta, label_names)
-    except LabelError as error:
-        return rejected(_without_id(str(error), sample.key))
-    row = {"id": meta["id"], "key": sample.key, "split": job.split, "source": f"{job.name}#{sample.position}",
-           "recording": meta.get("recording"), "speaker": meta.get("speaker"), "start": meta.get("start"),
-           "end": meta.get("end"), "target": target}
-    for name, spec in specs.items():
-        began = time.perf_counter()
-        try:
-            values, times = _extract(name, options, sample, meta)
-        except Exception as error:  # one sample's bad media must not cost the shard; the reason is kept
-            return rejected(f"{name}: {_without_id(str(error), sample.key) or type(error).__name__}")
-        seconds[name] += time.perf_counter() - began
-        problem = sequence_problem(values, times, spec.dim, times_required=spec.timed)
-        if problem:
-            return rejected(f"{name}: {problem}")
-        row[name], row[f"{name}_times"] = values, times
-    return row, None
-
-
-def _extract(name: str, options: FeatureOptions, sample, meta: dict) -> tuple[Any, Any]:
-    """(values [T, D], times [T] or None) of one modality of one sample."""
-    if name == "audio":
-        from mer_data.features.acoustic import acoustic_features
-        from model.audio import decode_flac
-
-        waveform = decode_flac(sample.members["flac"], sample.key)
-        expected = (meta.get("audio") or {}).get("samples")
-        if expected is not None and len(waveform) != expected:  # a FLAC cut at a frame boundary still decodes
-            raise ValueError(f"the flac member decodes to {len(waveform)} samples, its metadata says {expected}")
-        _, values, times = acoustic_features(options.audio, waveform)
-    elif name == "visual":
-        from mer_data.features.visual import appearance
-
-        _, values, times = appearance(sample.members["mp4"], meta)
-    else:
-        from mer_data.features.text import token_embeddings
-
-        _, values, times = token_embeddings(sample.members["txt"].decode("utf-8"), options.text_encoder)
-    return values, times
-
-
-def _without_id(message: str, key: str) -> str:
-    """Error messages of the decoders start with the sample id; the error record names it already."""
-    prefix = f"{key}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 # --------------------------------------------------------------------------------------------
 # The card
 
 
-def feature_card(plan: FeaturePlan, options: FeatureOptions, record: dict, specs: dict[str, ModalitySpec],
-                 outcomes: list[ShardOutcome], problems: list[Problem], feats: Path) -> dict:
+def extraction_card(plan: FeaturePlan, options: FeatureOptions, record: dict, specs: dict[str, ModalitySpec],
+                    outcomes: list[ShardOutcome], problems: list[Problem], feats: Path) -> dict:
+    """The feature card (model/features/table.py: feature_card) of this run's shards and outcomes."""
     per_split = Counter()
     empty = Counter({name: 0 for name in specs})
     parts = []
@@ -596,22 +416,13 @@ def feature_card(plan: FeaturePlan, options: FeatureOptions, record: dict, specs
             path = split_dir(feats, outcome.split) / outcome.part
             parts.append({"split": outcome.split, "name": outcome.part, "rows": outcome.rows,
                           "sha256": sha256_file(path), "source": outcome.shard})
-    return {
-        "schema_version": schemas.FEATURES_SCHEMA_VERSION,
-        "tool": {"name": "mer-data", "version": mer_data.__version__},
-        "corpus": plan.corpus,
-        "label_names": list(plan.label_names),
-        "label_task": plan.label_task,
-        "source": {"kind": "shards", "path": str(plan.source), "dataset_fingerprint": plan.dataset_fingerprint},
-        "modalities": {name: spec.to_json() for name, spec in specs.items()},
-        "options": {**options.to_json(), "dataset_sha256": plan.dataset_sha256,
-                    "fingerprint": _fingerprint(record)},
-        "counts": {"per_split": {split: per_split.get(split, 0) for split in SPLITS},
-                   "total": sum(per_split.values()), "empty_sequences": dict(empty)},
-        "parts": parts,
-        "errors": {"count": len(problems),
-                   "by_reason": dict(sorted(Counter(reason_kind(p.reason) for p in problems).items()))},
-    }
+    return feature_card(
+        corpus=plan.corpus, label_names=plan.label_names, label_task=plan.label_task,
+        source={"kind": "shards", "path": str(plan.source), "dataset_fingerprint": plan.dataset_fingerprint},
+        modalities=specs,
+        options={**options.to_json(), "dataset_sha256": plan.dataset_sha256, "fingerprint": _fingerprint(record)},
+        per_split=per_split, empty_sequences=dict(empty), parts=parts,
+        error_reasons=[reason_kind(p.reason) for p in problems])
 
 
 def _fingerprint(record: dict) -> str:

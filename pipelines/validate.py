@@ -5,24 +5,23 @@
 
 PATH is a shard folder (it holds dataset.json; or *.tar where it is not a raw release), a raw
 IEMOCAP release or a raw CMU-MOSEI release (both found as the corpus readers find them). Planning and the final cross-checks
-are cheap and run here; the tasks run on a local Dask cluster (`workers`), on an existing one
-(`scheduler`), or, with `in_process=True`, one after the other in this process (tests, debugging).
+are cheap and run here; the tasks run through pipelines/runner.py: on a local Dask cluster (`workers`),
+on an existing one (`scheduler`), or, with `in_process=True`, one after the other in this process.
 A task that crashes, or whose worker dies, becomes a `task-failed` finding naming the recording
 or shard: nothing is skipped silently.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from mer_data.validation.findings import Report
 from mer_data.validation.options import ValidateOptions
 
-from .cluster import TaskFailure, dask_client, map_tasks
+from .cluster import TaskFailure
+from .runner import run_tasks
 
 TARGET_KINDS = ("raw-iemocap", "raw-mosei", "shards")
 
@@ -66,7 +65,7 @@ def validate(path: Path, options: ValidateOptions = ValidateOptions(), *, worker
         return _validate_copy(str(path), options, scheduler=scheduler, workers=workers, in_process=in_process,
                               progress=progress)
     kind = detect_target(path)
-    run = partial(_run_tasks, workers=workers, scheduler=scheduler, in_process=in_process, progress=progress)
+    run = partial(run_tasks, workers=workers, scheduler=scheduler, in_process=in_process, progress=progress)
     if kind == "shards":
         return _validate_shards(Path(path), options, run)
     return _validate_raw(Path(path), kind, options, run)
@@ -108,20 +107,3 @@ def _validate_shards(path: Path, options: ValidateOptions, run: Callable) -> Rep
     results = run(task, plan.shards, [shard.name for shard in plan.shards], "shards")
     audits = [shard_set.failed_shard(r.item, r.reason) if isinstance(r, TaskFailure) else r for r in results]
     return shard_set.finish_shard_audit(plan, audits, options)
-
-
-def _run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], names: Sequence[str], desc: str, *,
-               workers: int | None, scheduler: str | None, in_process: bool, progress: bool) -> list[Any]:
-    """fn(item) for every item, results (or TaskFailure) in the order of `items`."""
-    if not items:
-        return []
-    if in_process:
-        results = []
-        for item in tqdm(items, desc=desc, disable=not progress, leave=False):
-            try:
-                results.append(fn(item))
-            except Exception as error:  # the same contract as a task that fails on the cluster
-                results.append(TaskFailure(item, f"{type(error).__name__}: {error}"))
-        return results
-    with dask_client(workers, scheduler) as client:
-        return map_tasks(client, fn, items, names=names, progress=progress, desc=desc)

@@ -16,7 +16,7 @@ TINY = dict(rnn_hidden=16, transformer_width=16, transformer_layers=1, transform
 
 
 def _modalities(with_visual: bool):
-    from mer_data.features.table import ModalitySpec
+    from model.features.table import ModalitySpec
 
     specs = {
         # eGeMAPS-like: 100 steps/s, far from zero mean and unit scale (the z-score has work to do)
@@ -55,7 +55,7 @@ def _row(rng, split: str, index: int, specs, patterns, shifts) -> dict:
 
 def make_feats(folder, *, seed: int = 0, with_visual: bool = True, shifts: dict | None = None):
     """A FEATS folder whose audio, text and visual sequences carry the class (COVAREP is noise)."""
-    from mer_data.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
+    from model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
 
     rng = np.random.default_rng(seed)
     specs = _modalities(with_visual)
@@ -120,7 +120,7 @@ def _weights(run, epoch):
 
 
 def test_modalities_are_selected_by_role(feats, tmp_path):
-    from model.feature_data import FeatureSelectionError, check_inputs, select_modalities
+    from model.features.loader import FeatureSelectionError, check_inputs, select_modalities
 
     assert select_modalities(feats, "a") == [("COVAREP", 3), ("audio", 6)]     # every modality of the role
     assert select_modalities(feats, "vt") == [("text", 8), ("visual", 4)]      # in t, a, v order
@@ -137,7 +137,7 @@ def test_modalities_are_selected_by_role(feats, tmp_path):
 
 
 def test_pooling_averages_blocks_then_caps_the_length():
-    from model.feature_data import Pooling, pool_sequence
+    from model.features.loader import Pooling, pool_sequence
 
     steps = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
     pooled = pool_sequence(steps, 4, 500)
@@ -150,7 +150,7 @@ def test_pooling_averages_blocks_then_caps_the_length():
 
 
 def test_loader_batches_in_file_order_or_seeded_by_epoch(feats):
-    from model.feature_data import Pooling, make_feature_loader
+    from model.features.loader import Pooling, make_feature_loader
 
     def loader(shuffle, epoch=1):
         return make_feature_loader(feats, "train", ["audio", "visual"], Pooling(), label_names=LABELS, batch_size=8,
@@ -171,7 +171,7 @@ def test_loader_batches_in_file_order_or_seeded_by_epoch(feats):
 
 def test_normalisation_uses_the_train_split_only(tmp_path):
     from model.evaluate import load_run
-    from model.feature_data import Pooling, feature_statistics, load_split
+    from model.features.loader import Pooling, feature_statistics, load_split
     from model.train import make_model, resolve_labels, train
 
     shifted = make_feats(tmp_path / "shifted", shifts={"valid": 100.0, "test": 100.0})
@@ -203,7 +203,7 @@ def test_normalisation_uses_the_train_split_only(tmp_path):
 @pytest.mark.parametrize("kind", ["lf-rnn", "lf-transformer"])
 def test_missing_modalities_give_finite_outputs_that_ignore_padding(feats, kind):
     from model.baselines import build_baseline
-    from model.feature_data import Pooling, collate, load_split
+    from model.features.loader import Pooling, collate, load_split
 
     data = load_split(feats, "train", ["text", "visual"], Pooling())
     model = build_baseline(kind, LABELS, "tv", [("text", 8), ("visual", 4)], architecture=TINY).eval()

@@ -123,15 +123,15 @@ def run_tasks_in_this_process(patch, failure=None):
     TaskFailure reason for a task, as distributed reports a task whose worker died."""
     import contextlib
 
-    import pipelines.convert as convert_module
+    import pipelines.runner as runner_module
     from pipelines.cluster import TaskFailure
 
-    def map_tasks(client, fn, items, *, names, progress):
+    def map_tasks(client, fn, items, *, names, progress, desc):
         reasons = [failure(number, name) if failure else None for number, name in enumerate(names)]
         return [TaskFailure(item, reason) if reason else fn(item) for item, reason in zip(items, reasons)]
 
-    patch.setattr(convert_module, "dask_client", lambda *args: contextlib.nullcontext())
-    patch.setattr(convert_module, "map_tasks", map_tasks)
+    patch.setattr(runner_module, "dask_client", lambda *args: contextlib.nullcontext())
+    patch.setattr(runner_module, "map_tasks", map_tasks)
 
 
 def test_a_killed_worker_fails_the_run_and_a_rerun_converts_everything(small_corpus, small_shards, tmp_path,

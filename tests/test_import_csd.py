@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 import schemas
 from mer_data.cli import main
-from mer_data.features.csd import CsdError, import_csd
-from mer_data.features.table import ERRORS_NAME, read_card, read_split, sequence
+from model.features.csd import CsdError, import_csd
+from model.features.table import ERRORS_NAME, read_card, read_split, sequence
 
 FRAME_S = 0.25                     # acoustic frames: exact in binary, so boundaries are unambiguous
 COVERED_UNTIL_S = 10.0             # the test dialog's acoustic entry stops here

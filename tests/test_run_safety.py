@@ -126,7 +126,7 @@ def test_a_pipe_url_on_the_command_line_needs_the_flag(trained, tiny_text_encode
 
 
 def test_a_feature_run_never_opens_a_url_as_its_feature_folder(tmp_path):
-    from model.feature_data import FeatureSelectionError
+    from model.features.loader import FeatureSelectionError
     from model.train import TrainConfig, make_loader
 
     marker = tmp_path / "marker"

@@ -153,7 +153,7 @@ def make_sentiment_feats(folder):
     """test_baselines' feature table with sentiment targets (the class index, carried by the features)."""
     import hashlib
 
-    from mer_data.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
+    from model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
     from tests.test_baselines import LABELS, ROWS, _modalities, _row
 
     rng = np.random.default_rng(0)
@@ -200,7 +200,7 @@ def test_features_task_sentiment_stores_the_sentiment_as_target(mosei_shards, tm
     from click.testing import CliRunner
 
     from mer_data.cli import main
-    from mer_data.features.table import read_split
+    from model.features.table import read_split
 
     feats = tmp_path / "feats"
     result = CliRunner().invoke(main, ["features", "extract", str(mosei_shards), str(feats), "--task", "sentiment",

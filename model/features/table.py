@@ -36,14 +36,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import mer_data
 import schemas
 from mer_data.shards.atomic import atomic_path, atomic_write_text
 
@@ -217,6 +219,35 @@ def write_card(feats: str | os.PathLike, card: dict) -> Path:
         raise FeatureTableError(f"{Path(feats) / CARD_NAME}: the card breaks the schema: " + "; ".join(problems))
     return atomic_write_text(Path(feats) / CARD_NAME,
                              json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def feature_card(*, corpus: str, label_names: Sequence[str], label_task: str, source: dict,
+                 modalities: dict[str, ModalitySpec], options: dict, per_split: Mapping[str, int],
+                 empty_sequences: dict[str, int], parts: list[dict], error_reasons: Iterable[str],
+                 extra_counts: dict | None = None) -> dict:
+    """The card of a feature folder (schemas/features.schema.json), for every writer of one.
+
+    `source`: where the rows came from (its `kind`: "shards" for `mer features`, "csd" for an import);
+    `options`: what the writer was asked for; `per_split`: rows per split; `error_reasons`: the reason
+    of each utterance without features, counted as given (a writer shortens them first if it wants
+    them grouped); `extra_counts`: counts only this writer has (e.g. the import's unmatched entries).
+    """
+    reasons = list(error_reasons)
+    return {
+        "schema_version": schemas.FEATURES_SCHEMA_VERSION,
+        "tool": {"name": "mer-data", "version": mer_data.__version__},
+        "corpus": corpus,
+        "label_names": list(label_names),
+        "label_task": label_task,
+        "source": source,
+        "modalities": {name: spec.to_json() for name, spec in modalities.items()},
+        "options": options,
+        "counts": {"per_split": {split: per_split.get(split, 0) for split in SPLITS},
+                   "total": sum(per_split.values()), "empty_sequences": dict(empty_sequences),
+                   **(extra_counts or {})},
+        "parts": parts,
+        "errors": {"count": len(reasons), "by_reason": dict(sorted(Counter(reasons).items()))},
+    }
 
 
 def read_card(feats: str | os.PathLike) -> dict:

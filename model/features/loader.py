@@ -35,7 +35,7 @@ import pyarrow as pa
 import torch
 
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from mer_data.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
+from model.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
 from model.batches import TensorFields
 
 ROLE_NAMES = {"t": "text", "a": "audio", "v": "video"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mer_data.features.table import ModalitySpec
+from model.features.table import ModalitySpec
 
 KINDS = ("encoder",)
 EXTRACTOR = "transformers-last-hidden-state"

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mer_data.features.table import ModalitySpec
+from model.features.table import ModalitySpec
 from model.frames import crop_face, decode_frames
 
 KINDS = ("appearance",)

@@ -39,16 +39,15 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-import mer_data
-import schemas
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from mer_data.features.table import (
+from model.features.table import (
     CARD_NAME,
     ERRORS_NAME,
     LEADING_COLUMNS,
     SPLITS,
     ModalitySpec,
     arrow_schema,
+    feature_card,
     part_path,
     rows_to_table,
     split_parts,
@@ -124,7 +123,10 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class LabelledUtterance:
+    """One utterance of the shards with its training target: what .csd entries are matched to and a
+    table row is made of (not a corpus reader's `mer_data.records.Utterance`)."""
+
     id: str
     key: str
     split: str
@@ -140,7 +142,7 @@ class ShardUtterances:
     corpus: str
     label_names: tuple[str, ...]
     fingerprint: str | None
-    utterances: list[Utterance]
+    utterances: list[LabelledUtterance]
     problems: list[Problem]
     label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
 
@@ -167,7 +169,7 @@ def read_shard_utterances(shards: Path) -> ShardUtterances:
         except LabelError as error:
             problems.append(Problem(row["shard"], None, str(error).split(": ", 1)[-1], row["key"], "labels"))
             continue
-        utterances.append(Utterance(
+        utterances.append(LabelledUtterance(
             id=meta.get("id") or row["key"], key=row["key"], split=row["split"],
             recording=meta.get("recording"), speaker=meta.get("speaker"),
             start=_float_or_none(meta.get("start")), end=_float_or_none(meta.get("end")), target=target))
@@ -425,16 +427,16 @@ class Alignment:
     hops: list[float]                           # a sample of start-to-start hops, for step_seconds
 
 
-def align(sequence: CsdSequence, utterances: Sequence[Utterance]) -> Alignment:
+def align(sequence: CsdSequence, utterances: Sequence[LabelledUtterance]) -> Alignment:
     """Match every entry of `sequence` to utterances and choose, per utterance, the entry it takes."""
     by_id = {u.id: u for u in utterances} | {u.key: u for u in utterances}
-    by_recording: dict[str, list[Utterance]] = defaultdict(list)
+    by_recording: dict[str, list[LabelledUtterance]] = defaultdict(list)
     for utterance in utterances:
         if utterance.recording is not None:
             by_recording[utterance.recording].append(utterance)
     claims: dict[str, list[tuple[int, int, Steps]]] = defaultdict(list)
     unmatched: dict[str, str] = {}
-    keyed_by_utterance: list[tuple[int, str, Utterance, np.ndarray]] = []
+    keyed_by_utterance: list[tuple[int, str, LabelledUtterance, np.ndarray]] = []
     hops: list[float] = []
     for order, key in enumerate(sorted(sequence.entries)):
         found = _match_entry(sequence, key, by_id, by_recording, hops)
@@ -456,8 +458,8 @@ def align(sequence: CsdSequence, utterances: Sequence[Utterance]) -> Alignment:
     return Alignment(chosen, unmatched, matched, base if keyed_by_utterance else None, hops)
 
 
-def _match_entry(sequence: CsdSequence, key: str, by_id: dict[str, Utterance],
-                 by_recording: dict[str, list[Utterance]], hops: list[float]):
+def _match_entry(sequence: CsdSequence, key: str, by_id: dict[str, LabelledUtterance],
+                 by_recording: dict[str, list[LabelledUtterance]], hops: list[float]):
     """(utterance, intervals) for an utterance-keyed entry; [(utterance id, Steps)] for a recording or a
     segment; or the reason the entry matches nothing."""
     segment = SEGMENT_KEY.match(key)
@@ -486,14 +488,15 @@ def _choose(claims: dict[str, list[tuple[int, int, Steps]]], unmatched: dict[str
     return chosen
 
 
-def _no_match_reason(segment, by_id: dict[str, Utterance]) -> str:
+def _no_match_reason(segment, by_id: dict[str, LabelledUtterance]) -> str:
     if segment and segment["recording"] in by_id:
         return (f"a piece of utterance {segment['recording']} (pieces <id>[i] are matched only when <id> is a"
                 f" recording)")
     return "no utterance or recording of the shards has this id"
 
 
-def _recording_steps(key: str, intervals: np.ndarray, utterances: list[Utterance]) -> list[tuple[str, Steps]] | str:
+def _recording_steps(key: str, intervals: np.ndarray,
+                     utterances: list[LabelledUtterance]) -> list[tuple[str, Steps]] | str:
     """Each timed utterance of the recording with the rows overlapping its interval."""
     found = []
     for utterance in utterances:
@@ -510,7 +513,8 @@ def _recording_steps(key: str, intervals: np.ndarray, utterances: list[Utterance
     return f"its intervals ({span}) overlap no utterance of recording {utterances[0].recording}"
 
 
-def _segment_steps(key: str, intervals: np.ndarray, utterances: list[Utterance]) -> list[tuple[str, Steps]] | str:
+def _segment_steps(key: str, intervals: np.ndarray,
+                   utterances: list[LabelledUtterance]) -> list[tuple[str, Steps]] | str:
     """The whole entry, for the recording's utterance its intervals (in recording time) overlap most."""
     if not len(intervals):
         return "it has no steps to match by time"
@@ -531,7 +535,7 @@ def _segment_steps(key: str, intervals: np.ndarray, utterances: list[Utterance])
     return [(best.id, Steps(key, "segment", rows, _clipped_centres(intervals[rows], best.start, best.end)))]
 
 
-def _utterance_steps(key: str, intervals: np.ndarray, utterance: Utterance, base: str) -> Steps:
+def _utterance_steps(key: str, intervals: np.ndarray, utterance: LabelledUtterance, base: str) -> Steps:
     rows = _time_order(np.arange(len(intervals)), intervals)
     ordered = intervals[rows]
     if utterance.start is None or utterance.end is None:
@@ -544,7 +548,7 @@ def _utterance_steps(key: str, intervals: np.ndarray, utterance: Utterance, base
     return Steps(key, "utterance", rows, times)
 
 
-def _utterance_time_base(entries: list[tuple[Utterance, np.ndarray]]) -> str:
+def _utterance_time_base(entries: list[tuple[LabelledUtterance, np.ndarray]]) -> str:
     """"recording" when utterance-keyed intervals are in recording time, "utterance" when relative.
 
     Decided for the whole file from the entries that fit only one reading; recording time (the
@@ -680,7 +684,7 @@ def _clear_output(feats: Path) -> None:
     (feats / ERRORS_NAME).unlink(missing_ok=True)
 
 
-def _prepare_modality(sequence: CsdSequence, name: str, roles: dict[str, str], utterances: Sequence[Utterance],
+def _prepare_modality(sequence: CsdSequence, name: str, roles: dict[str, str], utterances: Sequence[LabelledUtterance],
                       log: Callable[[str], Any]) -> ImportedModality:
     role = role_of(sequence.path, sequence.root, name, roles)
     alignment = align(sequence, utterances)
@@ -709,7 +713,7 @@ def _write_parts(feats: Path, corpus: ShardUtterances, modalities: list[Imported
     return parts
 
 
-def _row(utterance: Utterance, source: str, modalities: list[ImportedModality]) -> dict:
+def _row(utterance: LabelledUtterance, source: str, modalities: list[ImportedModality]) -> dict:
     row = {"id": utterance.id, "key": utterance.key, "split": utterance.split, "source": source,
            "recording": utterance.recording, "speaker": utterance.speaker, "start": utterance.start,
            "end": utterance.end, "target": utterance.target}
@@ -758,38 +762,27 @@ def _spec(modality: ImportedModality) -> ModalitySpec:
 
 def _card(shards, corpus: ShardUtterances, modalities: list[ImportedModality], parts: list[dict],
           files: list[Path]) -> dict:
-    per_split = Counter(u.split for u in corpus.utterances)
     modalities_in_file_order = sorted(modalities, key=lambda m: files.index(m.sequence.path))
-    return {
-        "schema_version": schemas.FEATURES_SCHEMA_VERSION,
-        "tool": {"name": "mer-data", "version": mer_data.__version__},
-        "corpus": corpus.corpus,
-        "label_names": list(corpus.label_names),
-        "label_task": corpus.label_task,
-        "source": {
-            "kind": "csd",
-            "path": str(shards),
-            "dataset_fingerprint": corpus.fingerprint,
-            "files": [{"path": str(m.sequence.path), "sha256": m.sha256, "root": m.sequence.root,
-                       "modality": m.name, "role": m.role, "metadata": m.sequence.metadata}
-                      for m in modalities_in_file_order],
-        },
-        "modalities": {m.name: _spec(m).to_json() for m in modalities},
-        "options": {
-            "files": [path.name for path in files],
-            "roles": {m.name: m.role for m in modalities},
-            "non_finite_replacement": 0.0,
-            "time_tolerance_s": TIME_TOLERANCE_S,
-        },
-        "counts": {
-            "per_split": {split: per_split.get(split, 0) for split in SPLITS},
-            "total": len(corpus.utterances),
-            "empty_sequences": {m.name: m.empty for m in modalities},
-            "unmatched_entries": {m.name: len(m.alignment.unmatched) for m in modalities},
-        },
-        "parts": parts,
-        "errors": {"count": len(corpus.problems), "by_reason": dict(Counter(p.reason for p in corpus.problems))},
+    source = {
+        "kind": "csd",
+        "path": str(shards),
+        "dataset_fingerprint": corpus.fingerprint,
+        "files": [{"path": str(m.sequence.path), "sha256": m.sha256, "root": m.sequence.root,
+                   "modality": m.name, "role": m.role, "metadata": m.sequence.metadata}
+                  for m in modalities_in_file_order],
     }
+    options = {
+        "files": [path.name for path in files],
+        "roles": {m.name: m.role for m in modalities},
+        "non_finite_replacement": 0.0,
+        "time_tolerance_s": TIME_TOLERANCE_S,
+    }
+    return feature_card(
+        corpus=corpus.corpus, label_names=corpus.label_names, label_task=corpus.label_task, source=source,
+        modalities={m.name: _spec(m) for m in modalities}, options=options,
+        per_split=Counter(u.split for u in corpus.utterances), empty_sequences={m.name: m.empty for m in modalities},
+        parts=parts, error_reasons=[p.reason for p in corpus.problems],
+        extra_counts={"unmatched_entries": {m.name: len(m.alignment.unmatched) for m in modalities}})
 
 
 def _warnings(modalities: list[ImportedModality]) -> list[str]:
