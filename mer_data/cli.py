@@ -28,7 +28,7 @@ from mer_data.validation.options import ValidateOptions
 from model.config import TrainConfig
 from model.features.registry import extractor_choices
 from model.kinds import BASELINE_KINDS, KIND_NAMES
-from pipelines.options import ConvertOptions
+from pipelines.options import ConvertOptions, FeatureOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
 EXIT_REJECTED = 3
@@ -420,7 +420,6 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
       mer convert iemocap raw/ s3://bucket/shards      # object storage: docs/at-scale.md
     """
     from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
 
     options = ConvertOptions(corpus="iemocap", split=split, classes=_classes(classes),
                              frame_interval_ms=frame_interval_ms, shard_max_bytes=_bytes(shard_max_bytes),
@@ -449,7 +448,6 @@ def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms
       mer convert mosei CMU_MOSEI/ shards/ --labels mturk --max-height 240
     """
     from pipelines.convert import plan_mosei
-    from pipelines.options import ConvertOptions
 
     options = ConvertOptions(corpus="mosei", split=split, classes=("all",), frame_interval_ms=frame_interval_ms,
                              shard_max_bytes=_bytes(shard_max_bytes), shard_max_count=shard_max_count,
@@ -792,11 +790,14 @@ def features() -> None:
 @click.argument("shards", type=InputLocation())
 @click.argument("feats", type=OutputLocation())
 @_storage_options
-@click.option("--audio", type=click.Choice(extractor_choices("audio")), default="egemaps", show_default=True,
+@click.option("--audio", type=click.Choice(extractor_choices("audio")), default=default_of(FeatureOptions, "audio"),
+              show_default=True,
               help="openSMILE eGeMAPS v02 low-level descriptors, or librosa MFCC + prosody.")
-@click.option("--visual", type=click.Choice(extractor_choices("visual")), default="appearance", show_default=True,
+@click.option("--visual", type=click.Choice(extractor_choices("visual")), default=default_of(FeatureOptions, "visual"),
+              show_default=True,
               help="HOG and region statistics of the stored face crops over time (OpenCV).")
-@click.option("--text", type=click.Choice(extractor_choices("text")), default="encoder", show_default=True,
+@click.option("--text", type=click.Choice(extractor_choices("text")), default=default_of(FeatureOptions, "text"),
+              show_default=True,
               help="Token embeddings of a frozen text encoder.")
 @click.option("--text-encoder", default=None,
               help="Hugging Face name or local path  [default: the bundled all-MiniLM-L6-v2]")
@@ -824,7 +825,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, t
       mer features shards/ feats-mfcc/ --audio mfcc --visual none --text none --workers 2
       mer features shards/ feats/ --text-encoder bert-base-uncased --scheduler tcp://10.0.0.5:8786
     """
-    from pipelines.features import FeatureOptions, extract_features
+    from pipelines.features import extract_features
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
@@ -995,7 +996,6 @@ def demo(out, workers, seed, epochs, baseline_epochs, quiet):
     """
     from mer_data.synth.iemocap import synth_iemocap
     from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
 
     workers = workers or os.cpu_count()
     raw = synth_iemocap(out / "raw", seed=seed, progress=show_progress(quiet))
@@ -1048,7 +1048,7 @@ def _demo_train(shards: Path, run: Path, epochs: int, seed: int, quiet: bool) ->
 
 
 def _demo_features(shards: Path, feats: Path, workers: int, quiet: bool) -> Path:
-    from pipelines.features import FeatureOptions, extract_features
+    from pipelines.features import extract_features
 
     report = extract_features(shards, feats, FeatureOptions(), workers=workers, overwrite=True,
                               progress=show_progress(quiet))

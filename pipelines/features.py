@@ -30,7 +30,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,14 @@ from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
 from mer_data.shards.index import keys_by_shard
 from mer_data.shards.packer import SHARD_NAME
-from model.features.registry import (MODALITIES, NO_EXTRACTOR, Extractor, ExtractorSettings, extractor_choices,
-                                     make_extractor)
+from model.features.registry import MODALITIES, Extractor, ExtractorSettings, make_extractor
 from model.features.shard_task import OUTCOME_KEY, ShardJob, ShardOutcome, extract_shard, failed_shard
 from model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
                                   arrow_schema, feature_card, part_path, read_card, split_dir, split_parts,
                                   write_card)
 
 from .cluster import TaskFailure
+from .options import FeatureOptions
 from .runner import run_tasks
 
 RECORD_NAME = ".options.json"
@@ -59,33 +59,6 @@ DATASET_CARD = "dataset.json"
 
 class FeatureOutputConflict(Exception):
     """FEATS holds features made with other options or from other shards (use overwrite)."""
-
-
-@dataclass(frozen=True)
-class FeatureOptions:
-    """Everything that changes the feature values (not the worker count or the scheduler)."""
-
-    audio: str = "egemaps"
-    visual: str = "appearance"
-    text: str = "encoder"
-    text_encoder: str | None = None  # Hugging Face name or local path; None: the bundled all-MiniLM-L6-v2
-
-    def __post_init__(self):
-        for modality in MODALITIES:   # the registry's choices (model/features/registry.py), as the CLI's
-            choices = extractor_choices(modality)
-            if getattr(self, modality) not in choices:
-                raise ValueError(f"--{modality} must be one of {', '.join(choices)}, not {getattr(self, modality)!r}")
-        if not self.modalities():
-            raise ValueError("every modality is 'none': choose at least one of --audio, --visual, --text")
-        if self.text_encoder is not None and self.text == NO_EXTRACTOR:
-            raise ValueError("--text-encoder names the encoder of --text encoder, but --text is 'none'")
-
-    def modalities(self) -> dict[str, str]:
-        """modality -> extractor kind, for the modalities that are extracted."""
-        return {name: getattr(self, name) for name in MODALITIES if getattr(self, name) != NO_EXTRACTOR}
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_an_unknown_extractor_is_refused_with_the_registered_names():
 
 def test_the_cli_and_the_options_offer_the_registry_s_extractors(monkeypatch):
     from mer_data.cli import features_extract_command
-    from pipelines.features import FeatureOptions
+    from pipelines.options import FeatureOptions
 
     offered = {param.name: tuple(param.type.choices) for param in features_extract_command.params
                if param.name in MODALITIES}
@@ -72,7 +72,8 @@ def test_the_three_graphs_run_their_tasks_through_the_one_runner(small_corpus, t
     extractor, whose values and spec land in the tables and the card."""
     import pipelines.runner as runner
     from model.features.table import read_card, read_split
-    from pipelines.features import FeatureOptions, extract_features
+    from pipelines.features import extract_features
+    from pipelines.options import FeatureOptions
     from pipelines.validate import validate
 
     mapped = []

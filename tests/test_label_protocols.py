@@ -270,7 +270,8 @@ def test_compare_shows_wa_ua_macro_f1_of_single_label_runs_and_refuses_mixing():
 def test_a_baseline_on_four_class_features_trains_single_label(four_class_shards, tiny_text_encoder, tmp_path):
     from model.evaluate import evaluate
     from model.train import TrainConfig, train
-    from pipelines.features import FeatureOptions, extract_features
+    from pipelines.features import extract_features
+    from pipelines.options import FeatureOptions
 
     feats = tmp_path / "feats"
     report = extract_features(four_class_shards, feats, FeatureOptions(text_encoder=str(tiny_text_encoder)),

@@ -18,7 +18,8 @@ _quiet = lambda message: None  # noqa: E731
 
 @pytest.fixture(scope="module")
 def feats(training_shards, tiny_text_encoder, tmp_path_factory):
-    from pipelines.features import FeatureOptions, extract_features
+    from pipelines.features import extract_features
+    from pipelines.options import FeatureOptions
 
     out = tmp_path_factory.mktemp("feats")
     report = extract_features(training_shards, out, FeatureOptions(text_encoder=str(tiny_text_encoder)),
