@@ -47,7 +47,6 @@ MEMBERS = ("json", "txt", "flac", "mp4")
 MAX_TEXT_TOKENS = 100
 DEFAULT_SHUFFLE_BUFFER = 256
 STREAM_BLOCK_BYTES = 8 * 1024**2   # object-storage shards are fetched in requests of this size
-SPLITS = ("train", "valid", "test")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, pipe:, s3:, file: ...
 _SHARD_NAME = re.compile(r"^(train|valid|test)-\d+\.tar$")
 

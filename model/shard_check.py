@@ -42,10 +42,9 @@ from typing import Any, Iterable
 
 from mer_data import storage
 from mer_data.locations import local_folder
-from mer_data.shards.card import CARD_NAME
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import INDEX_NAME, keys_by_shard
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.index import keys_by_shard
+from mer_data.shards.layout import CARD_NAME, INDEX_NAME, SHARD_NAME
 from mer_data.shards.tarwriter import key_problem
 
 COMMAND_URL_FLAG = "--allow-command-urls"

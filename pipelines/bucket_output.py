@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 from mer_data.records import Problem
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.layout import SHARD_NAME
 from mer_data.storage import filesystem, upload_file
 
 from .options import ConvertOptions

@@ -46,11 +46,11 @@ import pyarrow.parquet as pq
 
 import schemas
 from mer_data.shards.atomic import atomic_path, atomic_write_text
+from mer_data.shards.layout import SPLITS
 
 CARD_NAME = "features.json"
 ERRORS_NAME = "errors.jsonl"
 EXTRACTION_TIMING_NAME = "extraction.json"
-SPLITS = ("train", "valid", "test")
 ROLES = ("t", "a", "v")
 LEADING_COLUMNS: dict[str, pa.DataType] = {
     "id": pa.string(),

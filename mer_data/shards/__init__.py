@@ -8,19 +8,27 @@
 Every file is written atomically and byte-reproducibly (see docs in each module).
 """
 from mer_data.shards.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from mer_data.shards.card import CARD_NAME, InvalidCardError, card_problems, write_dataset_card
-from mer_data.shards.errorlog import ERRORS_NAME, read_errors, write_errors
+from mer_data.shards.card import InvalidCardError, card_problems, write_dataset_card
+from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import INDEX_NAME, index_rows, write_index
-from mer_data.shards.packer import (
+from mer_data.shards.index import index_rows, write_index
+from mer_data.shards.layout import (
+    CARD_NAME,
+    ERRORS_NAME,
+    EXCLUDED_NAME,
+    INDEX_NAME,
+    SHARD_NAME,
     SPLITS,
+    shard_name,
+    shard_split,
+)
+from mer_data.shards.packer import (
     PackError,
     PackResult,
     Placement,
     ShardInfo,
     ShardSizeWarning,
     pack_shards,
-    shard_name,
 )
 from mer_data.shards.tarwriter import (
     MEMBER_ORDER,
@@ -33,8 +41,10 @@ from mer_data.shards.tarwriter import (
 __all__ = [
     "CARD_NAME",
     "ERRORS_NAME",
+    "EXCLUDED_NAME",
     "INDEX_NAME",
     "MEMBER_ORDER",
+    "SHARD_NAME",
     "SPLITS",
     "DeterministicTarWriter",
     "InvalidCardError",
@@ -55,6 +65,7 @@ __all__ = [
     "read_errors",
     "sha256_file",
     "shard_name",
+    "shard_split",
     "write_dataset_card",
     "write_errors",
     "write_index",

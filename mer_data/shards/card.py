@@ -14,8 +14,7 @@ from typing import Any
 
 import schemas
 from mer_data.shards.atomic import atomic_write_text
-
-CARD_NAME = "dataset.json"
+from mer_data.shards.layout import CARD_NAME
 
 
 class InvalidCardError(ValueError):

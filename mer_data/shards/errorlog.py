@@ -13,8 +13,7 @@ from pathlib import Path
 
 from mer_data.records import Problem
 from mer_data.shards.atomic import atomic_write_text
-
-ERRORS_NAME = "errors.jsonl"
+from mer_data.shards.layout import ERRORS_NAME
 
 
 def problem_sort_key(problem: Problem) -> tuple:

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 
 from mer_data.records import StagedSample
 from mer_data.shards.atomic import atomic_path
-from mer_data.shards.packer import SPLITS, Placement
+from mer_data.shards.layout import INDEX_NAME, SPLITS
+from mer_data.shards.packer import Placement
 
-INDEX_NAME = "index.parquet"
 LEADING_COLUMNS = {"key": pa.string(), "split": pa.string(), "shard": pa.string(), "position": pa.int64()}
 
 

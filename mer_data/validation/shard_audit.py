@@ -37,7 +37,7 @@ from mer_data.corpora import wdseg
 from mer_data.media.audio import SAMPLE_RATE
 from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.layout import SHARD_NAME
 from mer_data.shards.tarwriter import MEMBER_ORDER, key_problem
 from mer_data.validation.findings import Finding, finding
 from mer_data.validation.options import ValidateOptions

@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mer_data.records import Problem
-from mer_data.shards.card import CARD_NAME, card_problems
-from mer_data.shards.errorlog import ERRORS_NAME
+from mer_data.shards.card import card_problems
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import INDEX_NAME
-from mer_data.shards.packer import SHARD_NAME, SPLITS
+from mer_data.shards.layout import CARD_NAME, ERRORS_NAME, INDEX_NAME, SHARD_NAME, SPLITS
 from mer_data.validation.findings import Finding, Report, finding
 from mer_data.validation.options import ValidateOptions
 from mer_data.validation.shard_audit import SampleFacts, ShardAudit, av_sync_available
