@@ -439,33 +439,25 @@ def _run_tasks(jobs: list[ShardJob], feats: Path, options: FeatureOptions, specs
 
 def failed_shard(job: ShardJob, reason: str) -> ShardOutcome:
     """Every sample of the shard rejected with `reason`; no part (a rerun tries again)."""
-    keys = job.expected_keys if job.expected_keys is not None else _tar_keys(Path(job.path))
+    from mer_data.shards.samples import sample_keys
+
+    keys = job.expected_keys if job.expected_keys is not None else sample_keys(job.path)
     problems = [Problem(file=job.name, line=None, reason=reason, utterance=key, stage=STAGE) for key in keys]
     if not problems:
         problems = [Problem(file=job.name, line=None, reason=reason, utterance=None, stage=STAGE)]
     return ShardOutcome(job.name, job.split, None, problems=problems)
 
 
-def _tar_keys(path: Path) -> list[str]:
-    import tarfile
-
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            return list(dict.fromkeys(name.partition(".")[0] for name in tar.getnames()))
-    except (tarfile.TarError, OSError):
-        return []
-
-
 def extract_shard(job: ShardJob, *, feats: str, options: FeatureOptions, specs: dict[str, ModalitySpec],
                   label_names: tuple[str, ...]) -> ShardOutcome:
     """The task body: every sample of one shard -> one part; the outcome travels in the part's metadata."""
-    from mer_data.validation.shard_audit import read_shard_samples
+    from mer_data.shards.samples import read_samples
 
     _one_thread_per_worker()
     findings: list = []
     rows, problems, seen = [], [], set()
     seconds: Counter = Counter()
-    for sample in read_shard_samples(Path(job.path), findings):
+    for sample in read_samples(job.path, findings.append):
         seen.add(sample.key)
         row, problem = sample_row(sample, job, options, specs, label_names, seconds)
         if problem is not None:
@@ -512,7 +504,7 @@ def _tar_problems(job: ShardJob, findings: list, seen: set[str]) -> list[Problem
 
 def sample_row(sample, job: ShardJob, options: FeatureOptions, specs: dict[str, ModalitySpec],
                label_names: tuple[str, ...], seconds: Counter) -> tuple[dict | None, Problem | None]:
-    """The table row of one sample (mer_data.validation.shard_audit.read_shard_samples), or the problem that stops it."""
+    """The table row of one sample (mer_data.shards.samples.read_samples), or the problem that stops it."""
     from model.labels import LabelError, targets
 
     def rejected(reason: str) -> tuple[None, Problem]:
