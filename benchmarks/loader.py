@@ -81,9 +81,9 @@ cv2.setNumThreads(1)
 from mer_data.media.faces import detect_face  # noqa: E402
 from model import audio as mel  # noqa: E402
 from model.data import (_Collate, _limit_worker_threads, DecodedSample, decode_sample, loader_over,  # noqa: E402
-                        make_dataset, resolve_shards)
+                        label_space_of, make_dataset, resolve_shards)
 from model.frames import Box, frame_plan, normalise_crops, square_crop  # noqa: E402
-from model.labels import label_space_of, targets  # noqa: E402
+from mer_data.shards.labels import targets  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_busy_seconds, wait_until_idle  # noqa: E402

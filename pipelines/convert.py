@@ -34,6 +34,7 @@ from mer_data.records import Problem, StagedSample, Utterance
 from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
                              write_dataset_card, write_errors, write_index)
 from mer_data.shards.atomic import TEMP_PREFIX
+from mer_data.shards.folder import ShardFolder
 from mer_data.shards.tarwriter import archive_bytes, sample_bytes
 
 from .cluster import TaskFailure, dask_client, map_tasks
@@ -213,12 +214,12 @@ def _run_conversion_to_bucket(plan: ConversionPlan, url: str, options: ConvertOp
     folder = bucket.BucketFolder(url, storage_options)
     if overwrite:
         bucket.clear_outputs(folder, STAGING)
-    card = bucket.finished_card(folder)
-    if card is not None:
-        if card.get("options", {}).get("fingerprint") != options.fingerprint():
+    finished = ShardFolder(url, storage_options)
+    if finished.card is not None:
+        if finished.card.get("options", {}).get("fingerprint") != options.fingerprint():
             raise OutputConflict(f"{url} holds a finished conversion made with other options; "
                                  "pass --overwrite to replace it, or choose another OUT")
-        return ConversionReport(url, card, bucket.read_problems(folder), already_complete=True)
+        return ConversionReport(url, finished.card, finished.errors(), already_complete=True)
     with tempfile.TemporaryDirectory(prefix="mer-convert-") as work:
         staging, packed = Path(work) / STAGING, Path(work) / "out"
         staged = bucket.download_staged(folder, STAGING, plan.jobs, staging, options.fingerprint())
@@ -411,21 +412,18 @@ def problem_kind(problem: Problem) -> str:
 
 def _prepare_output(out: Path, options: ConvertOptions, overwrite: bool) -> ConversionReport | None:
     """Clear OUT for --overwrite; return the finished report when OUT is already complete."""
-    card_path = out / CARD
     if overwrite and out.exists():
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
         _remove_shards(out)
         shutil.rmtree(out / STAGING, ignore_errors=True)
-    if not card_path.is_file():
+    finished = ShardFolder(out)
+    if finished.card is None:
         return None
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    if card.get("options", {}).get("fingerprint") != options.fingerprint():
+    if finished.card.get("options", {}).get("fingerprint") != options.fingerprint():
         raise OutputConflict(f"{out} holds a finished conversion made with other options; "
                              "pass --overwrite to replace it, or choose another OUT")
-    problems = [Problem(**json.loads(line)) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    return ConversionReport(out, card, problems, already_complete=True)
+    return ConversionReport(out, finished.card, finished.errors(), already_complete=True)
 
 
 def _remove_half_staged(staging: Path) -> None:

@@ -43,15 +43,14 @@ from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import keys_by_shard
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.layout import CARD_NAME as DATASET_CARD
+from mer_data.shards.layout import SHARD_NAME
 
 from .cluster import TaskFailure, dask_client, map_tasks
 
 RECORD_NAME = ".options.json"
 OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
 STAGE = "features"
-DATASET_CARD = "dataset.json"
 MODALITIES = ("audio", "visual", "text")
 CHOICES = {"audio": ("egemaps", "mfcc", "none"), "visual": ("appearance", "none"), "text": ("encoder", "none")}
 MEMBER_OF = {"audio": "flac", "visual": "mp4", "text": "txt"}
@@ -136,7 +135,7 @@ class FeaturePlan:
     dataset_sha256: str | None
     dataset_fingerprint: str | None
     frame_interval_ms: int | None
-    label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
+    label_task: str = ONE_VS_REST   # mer_data.shards.labels.label_task_from_card
 
 
 @dataclass
@@ -269,35 +268,29 @@ def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
 def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
     """The shards of the folder (named {split}-NNNNNN.tar) and the label space of their dataset card
     (the sentiment task's for task "sentiment", MOSEI only)."""
-    from model.labels import (CORPORA, SENTIMENT_LABELS, check_task, label_names_from_card, label_space_of,
-                              label_task_from_card)
+    from mer_data.shards.folder import ShardFolder
+    from mer_data.shards.labels import CORPORA, SENTIMENT_LABELS, check_task
 
     if not shards.is_dir():
         raise FileNotFoundError(f"{shards}: not a folder of shards")
-    tars = sorted(path for path in shards.glob("*.tar") if SHARD_NAME.match(path.name))
+    folder = ShardFolder(shards)
+    tars = [Path(path) for path in folder.shards()]
     if not tars:
         raise FileNotFoundError(f"{shards}: no shards (train-NNNNNN.tar, valid-..., test-...) in the folder")
-    card_path = shards / DATASET_CARD
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{card_path}: unreadable dataset card: {error}") from error
-        corpus, label_names = card.get("corpus"), label_names_from_card(card)
+    corpus, label_names = folder.label_space()   # loose shards: the label space of the first sample's corpus
+    label_task = folder.label_task()
+    sha = fingerprint = interval = None
+    if folder.card is not None:
+        card_path = Path(folder.path_of(DATASET_CARD))
         if corpus not in CORPORA:
             raise ValueError(f"{card_path}: corpus {corpus!r} is not one of {', '.join(CORPORA)}")
-        options = card.get("options", {})
+        options = folder.card.get("options", {})
         sha, fingerprint = sha256_file(card_path), options.get("fingerprint")
         interval = options.get("frame_interval_ms")
-        label_task = label_task_from_card(card)
-    else:  # loose shards: the label space of the first sample's corpus
-        corpus, label_names = label_space_of(str(shards))
-        sha = fingerprint = interval = None
-        label_task = ONE_VS_REST   # a corpus's default label space
     check_task(task, corpus, str(shards))
     if task == "sentiment":
         label_names = SENTIMENT_LABELS
-    keys = keys_by_shard(shards)
+    keys = folder.keys_by_shard()
     jobs = []
     for tar in tars:
         match = SHARD_NAME.match(tar.name)
@@ -505,7 +498,7 @@ def _tar_problems(job: ShardJob, findings: list, seen: set[str]) -> list[Problem
 def sample_row(sample, job: ShardJob, options: FeatureOptions, specs: dict[str, ModalitySpec],
                label_names: tuple[str, ...], seconds: Counter) -> tuple[dict | None, Problem | None]:
     """The table row of one sample (mer_data.shards.samples.read_samples), or the problem that stops it."""
-    from model.labels import LabelError, targets
+    from mer_data.shards.labels import LabelError, targets
 
     def rejected(reason: str) -> tuple[None, Problem]:
         return None, Problem(file=job.name, line=None, reason=reason, utterance=sample.key, stage=STAGE)
