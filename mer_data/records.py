@@ -33,8 +33,10 @@ class Problem:
         return asdict(self)
 
     def sort_key(self) -> tuple:
-        """The order of error logs: by utterance, then file and line, so logs diff cleanly."""
-        return (self.utterance or "", self.file, self.line or 0, self.reason)
+        """The order of error logs (errors.jsonl, reports): by utterance, then file, line and reason, so
+        logs diff cleanly; the trailing fields only break ties, so that equal-looking problems still
+        get one order whatever order the workers reported them in."""
+        return (self.utterance or "", self.file, self.line or 0, self.reason, self.stage, self.line is None)
 
 
 @dataclass(frozen=True)
