@@ -82,10 +82,10 @@ def resolve_shards(sources: str | Path | Iterable[str | Path], split: str, *,
     """The shard paths/URLs of `split` named by `sources`, in a deterministic order.
 
     A source is a shard file, a brace pattern (`shards/train-{000000..000003}.tar`) or glob, a
-    directory (its `<split>-NNNNNN.tar` shards, sorted: mer_data.shards.ShardFolder), or a URL (`http(s)://`, `pipe:`, ...; braces expanded,
-    otherwise passed through). Files and URLs named like another split's shard (`valid-000000.tar`
-    when `split` is train) are left out, so the same sources serve every split; other names are
-    taken as they are. Missing local files and an empty result are errors. A URL that webdataset
+    directory (its `<split>-NNNNNN.tar` shards, sorted: mer_data.shards.ShardFolder), or a URL
+    (`http(s)://`, `pipe:`, ...; braces expanded, otherwise passed through). Files and URLs named
+    like another split's shard (`valid-000000.tar` when `split` is train) are left out, so the same
+    sources serve every split; other names (`valid-1.tar` too: no shard name) are taken as they are. Missing local files and an empty result are errors. A URL that webdataset
     opens by running a command (`pipe:`, http(s), ...) is refused unless `allow_command_urls`
     (model/shard_check.py: only for locations typed on the command line).
     """
