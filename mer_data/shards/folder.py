@@ -25,7 +25,6 @@ from typing import Any
 from mer_data import storage
 from mer_data.locations import local_folder
 from mer_data.records import Problem
-from mer_data.shards.labels import LabelError, default_label_names, label_names_from_card, label_task_from_card
 from mer_data.shards.layout import CARD_NAME, ERRORS_NAME, EXCLUDED_NAME, INDEX_NAME, SHARD_NAME
 from mer_data.shards.samples import OnProblem, ShardSample, read_metadata, read_samples
 
@@ -186,11 +185,14 @@ class ShardFolder:
             raise ShardFolderError(f"{self.path_of(shard)}: cannot read the samples' metadata: {error}") from error
 
     # ----------------------------------------------------------------------------------------
-    # Labels
+    # Labels: labels.py (numpy, the corpora) is imported only here, so that reading side files
+    # does not cost the import of numpy.
 
     def label_space(self) -> tuple[str | None, tuple[str, ...]]:
         """(corpus, label names): from the dataset card; for loose shards (no card), the corpus of the
         first sample with metadata and its default label space (mer_data/shards/labels.py)."""
+        from mer_data.shards.labels import LabelError, default_label_names, label_names_from_card
+
         if self.card is not None:
             return self.card.get("corpus"), label_names_from_card(self.card)
         shards = self.shard_names()
@@ -203,12 +205,15 @@ class ShardFolder:
         """How the label space trains (labels.label_task_from_card); loose shards have their corpus's
         default label space, which trains one-vs-rest."""
         from mer_data.corpora.label_protocol import ONE_VS_REST
+        from mer_data.shards.labels import label_task_from_card
 
         return ONE_VS_REST if self.card is None else label_task_from_card(self.card)
 
 
 def first_sample_corpus(shard: str) -> str | None:
     """The `corpus` of the first sample with a `json` member in the shard (a path or storage URL)."""
+    from mer_data.shards.labels import LabelError
+
     for sample in read_samples(shard, _ignore):
         if "json" in sample.members:
             try:
