@@ -163,3 +163,18 @@ def test_a_folder_in_object_storage_reads_as_the_local_one(small_shards):
         assert ShardFolder.containing(f"memory://reader/shards/{name}").location == "memory://reader/shards"
     finally:
         fs.rm("/reader", recursive=True)
+
+
+def test_the_contract_code_imports_neither_the_model_nor_the_pipelines():
+    """mer_data/shards/ (the contract, its reader and labels) and the validation that reads it sit below
+    model/ and pipelines/: an import of either, even inside a function, would put the data library on top."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "mer_data"
+    offending = []
+    for path in sorted([*root.joinpath("shards").glob("*.py"), *root.joinpath("validation").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offending += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("model", "pipelines")]
+    assert offending == []
