@@ -75,11 +75,6 @@ class ShardFolder:
         except OSError as error:
             raise ShardFolderError(f"{path}: unreadable: {error}") from error
 
-    def exists(self) -> bool:
-        if self.is_storage:
-            return bool(self._names()) or self.read_bytes(CARD_NAME) is not None
-        return Path(self.location).is_dir()
-
     # ----------------------------------------------------------------------------------------
     # Side files
 
