@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The splits an utterance is assigned to and a sample is packed in, in this order everywhere (shards,
+# index rows, card counts). Defined here, below both the corpus readers and the shard contract
+# (mer_data/shards/layout.py names it with the contract's file names), so neither imports the other.
+SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Problem:

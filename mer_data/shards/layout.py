@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import re
 
-SPLITS = ("train", "valid", "test")
+from mer_data.records import SPLITS
+
+__all__ = ["CARD_NAME", "ERRORS_NAME", "EXCLUDED_NAME", "INDEX_NAME", "SHARD_NAME", "SPLITS", "shard_name",
+           "shard_split"]
+
 CARD_NAME = "dataset.json"
 INDEX_NAME = "index.parquet"
 ERRORS_NAME = "errors.jsonl"
