@@ -165,16 +165,31 @@ def test_a_folder_in_object_storage_reads_as_the_local_one(small_shards):
         fs.rm("/reader", recursive=True)
 
 
-def test_the_contract_code_imports_neither_the_model_nor_the_pipelines():
-    """mer_data/shards/ (the contract, its reader and labels) and the validation that reads it sit below
-    model/ and pipelines/: an import of either, even inside a function, would put the data library on top."""
+def imported_modules(paths) -> list[tuple[str, str]]:
+    """(file name, module) of every import in the files, those inside functions included."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "mer_data"
-    offending = []
-    for path in sorted([*root.joinpath("shards").glob("*.py"), *root.joinpath("validation").glob("*.py")]):
+    found = []
+    for path in sorted(paths):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offending += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("model", "pipelines")]
-    assert offending == []
+            found += [(path.name, name) for name in names]
+    return found
+
+
+MER_DATA = Path(__file__).resolve().parents[1] / "mer_data"
+
+
+def test_the_contract_code_imports_neither_the_model_nor_the_pipelines():
+    """mer_data/shards/ (the contract, its reader and labels) and the validation that reads it sit below
+    model/ and pipelines/: an import of either, even inside a function, would put the data library on top."""
+    files = [*MER_DATA.joinpath("shards").glob("*.py"), *MER_DATA.joinpath("validation").glob("*.py")]
+    assert [(name, module) for name, module in imported_modules(files)
+            if module.split(".")[0] in ("model", "pipelines")] == []
+
+
+def test_the_corpus_readers_import_nothing_of_the_shard_contract():
+    """The card builder and labels (mer_data/shards/) use the corpora; an import back is a circle."""
+    files = [*MER_DATA.joinpath("corpora").glob("*.py"), MER_DATA / "records.py"]
+    assert [(name, module) for name, module in imported_modules(files) if module.startswith("mer_data.shards")] == []
