@@ -79,11 +79,12 @@ from PIL import Image  # noqa: E402
 cv2.setNumThreads(1)
 
 from mer_data.media.faces import detect_face  # noqa: E402
+from mer_data.shards.labels import targets  # noqa: E402
+from mer_data.shards.layout import SPLITS  # noqa: E402
 from model import audio as mel  # noqa: E402
 from model.data import (_Collate, _limit_worker_threads, DecodedSample, decode_sample, loader_over,  # noqa: E402
-                        make_dataset, resolve_shards)
+                        label_space_of, make_dataset, resolve_shards)
 from model.frames import Box, frame_plan, normalise_crops, square_crop  # noqa: E402
-from model.labels import label_space_of, targets  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_busy_seconds, wait_until_idle  # noqa: E402
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from model.text import load_tokenizer
 
-    shards = [shard for split in ("train", "valid", "test") for shard in _split_shards(args.shards, split)]
+    shards = [shard for split in SPLITS for shard in _split_shards(args.shards, split)]
     names = label_space_of(shards)[1]
     tokenizer = load_tokenizer(args.text_encoder)
     print(f"exporting the reference layout to {WORK / 'reference'} (once, untimed) ...", flush=True)

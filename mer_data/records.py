@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The splits an utterance is assigned to and a sample is packed in, in this order everywhere (shards,
+# index rows, card counts). Defined here, below both the corpus readers and the shard contract
+# (mer_data/shards/layout.py names it with the contract's file names), so neither imports the other.
+SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Problem:
@@ -33,8 +37,10 @@ class Problem:
         return asdict(self)
 
     def sort_key(self) -> tuple:
-        """The order of error logs: by utterance, then file and line, so logs diff cleanly."""
-        return (self.utterance or "", self.file, self.line or 0, self.reason)
+        """The order of error logs (errors.jsonl, reports): by utterance, then file, line and reason, so
+        logs diff cleanly; the trailing fields only break ties, so that equal-looking problems still
+        get one order whatever order the workers reported them in."""
+        return (self.utterance or "", self.file, self.line or 0, self.reason, self.stage, self.line is None)
 
 
 @dataclass(frozen=True)

@@ -39,17 +39,18 @@ from webdataset.utils import PipelineStage, pytorch_worker_info
 from model.audio import LOGMEL64, check_frontend, mel_chunks
 from model.batches import TensorFields
 from model.frames import DEFAULT_CROP_SIZE, IMAGENET, check_face_normalisation, face_crops
-from model.labels import targets as label_targets
-from model.shard_check import (ShardCheckError, SplitExpectation, check_source_safety, expect_split, is_storage,
-                               sample_problem, warn)
+from mer_data.shards.folder import ShardFolder
+from mer_data.shards.labels import LabelError, default_label_names
+from mer_data.shards.labels import targets as label_targets
+from mer_data.shards.layout import shard_split
+from model.shard_check import (ShardCheckError, SplitExpectation, check_is_tar, check_source_safety, command_scheme,
+                               expect_split, is_storage, sample_problem, warn)
 
 MEMBERS = ("json", "txt", "flac", "mp4")
 MAX_TEXT_TOKENS = 100
 DEFAULT_SHUFFLE_BUFFER = 256
 STREAM_BLOCK_BYTES = 8 * 1024**2   # object-storage shards are fetched in requests of this size
-SPLITS = ("train", "valid", "test")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, pipe:, s3:, file: ...
-_SHARD_NAME = re.compile(r"^(train|valid|test)-\d+\.tar$")
 
 
 class SampleError(ValueError):
@@ -81,10 +82,10 @@ def resolve_shards(sources: str | Path | Iterable[str | Path], split: str, *,
     """The shard paths/URLs of `split` named by `sources`, in a deterministic order.
 
     A source is a shard file, a brace pattern (`shards/train-{000000..000003}.tar`) or glob, a
-    directory (its `<split>-*.tar`, sorted), or a URL (`http(s)://`, `pipe:`, ...; braces expanded,
-    otherwise passed through). Files and URLs named like another split's shard (`valid-000000.tar`
-    when `split` is train) are left out, so the same sources serve every split; other names are
-    taken as they are. Missing local files and an empty result are errors. A URL that webdataset
+    directory (its `<split>-NNNNNN.tar` shards, sorted: mer_data.shards.ShardFolder), or a URL
+    (`http(s)://`, `pipe:`, ...; braces expanded, otherwise passed through). Files and URLs named
+    like another split's shard (`valid-000000.tar` when `split` is train) are left out, so the same
+    sources serve every split; other names (`valid-1.tar` too: no shard name) are taken as they are. Missing local files and an empty result are errors. A URL that webdataset
     opens by running a command (`pipe:`, http(s), ...) is refused unless `allow_command_urls`
     (model/shard_check.py: only for locations typed on the command line).
     """
@@ -110,7 +111,7 @@ def _resolve_one(source: str, split: str) -> list[str]:
         return wds.shardlists.expand_urls(source) if "{" in source else [source]
     source = re.sub(r"^file://?", "", source, flags=re.IGNORECASE)  # as webdataset opens file: URLs
     if os.path.isdir(source):  # a folder without this split adds nothing (the caller checks the total)
-        return sorted(glob.glob(os.path.join(glob.escape(source), f"{split}-*.tar")))
+        return ShardFolder(source).shards(split)
     paths = wds.shardlists.expand_urls(source) if "{" in source else [source]
     resolved: list[str] = []
     for path in paths:
@@ -127,14 +128,12 @@ def _resolve_one(source: str, split: str) -> list[str]:
 
 
 def _resolve_in_storage(source: str, split: str) -> list[str]:
-    """An object-storage source as a local one: a folder URL (its `<split>-*.tar`, sorted), a brace
+    """An object-storage source as a local one: a folder URL (its `<split>-NNNNNN.tar`, sorted), a brace
     pattern or a shard URL; a named shard that is not in the bucket is an error."""
     from mer_data import storage
 
     if "{" not in source and not source.endswith(".tar"):
-        folder = source.rstrip("/")
-        return [storage.join(folder, name) for name in storage.child_names(folder)
-                if name.startswith(f"{split}-") and name.endswith(".tar")]
+        return ShardFolder(source).shards(split)
     urls = wds.shardlists.expand_urls(source) if "{" in source else [source]
     missing = [url for url in urls if storage.object_size(url) is None]
     if missing:
@@ -143,8 +142,71 @@ def _resolve_in_storage(source: str, split: str) -> list[str]:
 
 
 def _belongs_to_split(shard: str, split: str) -> bool:
-    match = _SHARD_NAME.match(shard.rsplit("/", 1)[-1])
-    return match is None or match.group(1) == split
+    named_split = shard_split(shard)
+    return named_split is None or named_split == split
+
+
+def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, tuple[str, ...]]:
+    """(corpus, label names) of the shards named by `sources` (as resolve_shards takes them).
+
+    From the dataset card of the first folder named, or of the folder of the first shard named
+    (ShardFolder.label_space); where there is none (URLs, loose shards), the corpus of the first
+    sample and its default label space. A URL that runs a command to open is refused unless
+    `allow_command_urls` (model/shard_check.py).
+    """
+    folder, first_shard = _card_folder_of(sources, allow_command_urls=allow_command_urls)
+    if folder is not None:
+        return folder.label_space()
+    if first_shard is None:
+        sources = [sources] if isinstance(sources, (str, Path)) else sources
+        raise LabelError(f"no shard in {', '.join(map(str, sources))} to read the label space from")
+    return _label_space_of_first_sample(first_shard)
+
+
+def label_task_of(sources, *, allow_command_urls: bool = False) -> str:
+    """How the label space of the shards named by `sources` trains (ShardFolder.label_task); shards
+    without a card have their corpus's default label space, which trains one-vs-rest."""
+    from mer_data.corpora.label_protocol import ONE_VS_REST
+
+    folder, _ = _card_folder_of(sources, allow_command_urls=allow_command_urls)
+    return ONE_VS_REST if folder is None else folder.label_task()
+
+
+def _card_folder_of(sources, *, allow_command_urls: bool) -> tuple[ShardFolder | None, str | None]:
+    """(the first folder named, or holding the first shard named, that has a dataset card, or None;
+    the first shard seen, or None)."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    check_source_safety(map(str, sources), allow_command_urls=allow_command_urls)
+    first_shard = None
+    for source in map(str, sources):
+        candidate = (wds.shardlists.expand_urls(source) if "{" in source else [source])[0]
+        if command_scheme(candidate) is not None:   # opened by webdataset: no side files to read
+            first_shard = first_shard or candidate
+            continue
+        folder = ShardFolder.containing(candidate)
+        if folder.card is not None:
+            return folder, first_shard
+        first_shard = first_shard or _first_shard_of(candidate, folder)
+    return None, first_shard
+
+
+def _first_shard_of(candidate: str, folder: ShardFolder) -> str | None:
+    if is_storage(candidate):
+        return candidate if candidate.endswith(".tar") else next(iter(folder.shards()), None)
+    if os.path.isdir(candidate):
+        return next(iter(folder.shards()), None)
+    return next(iter(sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]), None)
+
+
+def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
+    if command_scheme(shard) is None and Path(shard).is_file():
+        check_is_tar(shard)
+    for sample in wds.DataPipeline(wds.SimpleShardList([shard]), _TarSamples()):
+        if "json" in sample:
+            corpus = json.loads(sample["json"]).get("corpus")
+            return corpus, default_label_names(corpus)
+    raise LabelError(f"{shard}: no sample with metadata to read the label space from")
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,13 +513,11 @@ def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int
                 face_normalisation: str = IMAGENET) -> ShardLoader:
     """An iterable of Batch over the `split` shards of `sources` (see resolve_shards and the module doc).
 
-    label_names None: the label space of the shards' dataset card (model.labels.label_space_of).
+    label_names None: the label space of the shards' dataset card (label_space_of).
     Training loaders (shuffle=True) keep their workers between passes; each pass is the next epoch.
     The shards are checked against their folder's index and card (model/shard_check.py), now and
     while streaming; the loader's `expectation` says what a full pass must read.
     """
-    from model.labels import label_space_of
-
     shards = resolve_shards(sources, split, allow_command_urls=allow_command_urls)
     expectation = expect_split(shards, split, allow_partial=allow_partial)
     names = (tuple(label_names) if label_names is not None

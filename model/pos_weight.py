@@ -4,7 +4,7 @@ This is the official code's class balancing (Dai et al. 2021, main.py with getPo
 src/datasets.py): on IEMOCAP's six one-vs-rest tasks the weights run from about 3 (fru) to 11 (hap),
 so a rare class's positives count as much in the loss as its negatives. The weights are computed
 once when a run starts, from the training split's targets exactly as the loader makes them
-(model.labels.targets on each sample's metadata; for a baseline, FEATS' train table), and stored
+(mer_data.shards.labels.targets on each sample's metadata; for a baseline, FEATS' train table), and stored
 in the run's config.json (`pos_weight_values`), so evaluation and --resume use the same loss.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _shard_targets(config, *, allow_command_urls: bool) -> np.ndarray:
     import webdataset as wds
 
     from model.data import resolve_shards
-    from model.labels import targets
+    from mer_data.shards.labels import targets
 
     shards = resolve_shards(config.shards, "train", allow_command_urls=allow_command_urls)
     samples = wds.DataPipeline(wds.SimpleShardList(shards),

@@ -32,20 +32,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import re
 import sys
 import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from mer_data import storage
 from mer_data.locations import local_folder
-from mer_data.shards.card import CARD_NAME
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import INDEX_NAME, keys_by_shard
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.folder import ShardFolder, ShardFolderError
+from mer_data.shards.layout import CARD_NAME, INDEX_NAME, SHARD_NAME
 from mer_data.shards.tarwriter import key_problem
 
 COMMAND_URL_FLAG = "--allow-command-urls"
@@ -209,13 +206,11 @@ def expect_split(shards: list[str], split: str, *, allow_partial: bool = False) 
             continue
         if is_storage(shard):
             folder = storage.parent_url(shard)
-            if folder not in folders:
-                folders[folder] = _storage_side_files(folder)
         else:
             check_is_tar(shard)
             folder = os.path.dirname(os.path.abspath(shard))
-            if folder not in folders:
-                folders[folder] = (_read_card(folder), keys_by_shard(folder))
+        if folder not in folders:
+            folders[folder] = _side_files(ShardFolder(folder))
         card, index = folders[folder]
         name = os.path.basename(shard)
         if index is None:
@@ -232,30 +227,12 @@ def expect_split(shards: list[str], split: str, *, allow_partial: bool = False) 
     return expectation
 
 
-def _storage_side_files(folder: str) -> tuple[dict | None, dict[str, list[str]] | None]:
-    """(dataset card, keys by shard) of a shard folder in object storage, read as a local folder's are:
-    its dataset.json and index.parquet copied into a temporary folder first."""
-    with tempfile.TemporaryDirectory(prefix="mer-side-files-") as local:
-        for name in (CARD_NAME, INDEX_NAME):
-            data = storage.read_bytes(storage.join(folder, name))
-            if data is not None:
-                Path(local, name).write_bytes(data)
-        try:
-            card = _read_card(local)
-        except ShardCheckError as error:
-            raise ShardCheckError(str(error).replace(str(Path(local, CARD_NAME)), storage.join(folder, CARD_NAME))) from error
-        return card, keys_by_shard(local)
-
-
-def _read_card(folder: str) -> dict | None:
-    path = Path(folder) / CARD_NAME
-    if not path.is_file():
-        return None
+def _side_files(folder: ShardFolder) -> tuple[dict | None, dict[str, list[str]] | None]:
+    """(dataset card, keys by shard) of a shard folder, local or in object storage."""
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ShardCheckError(f"{path}: unreadable dataset card: {error}") from error
-    return card if isinstance(card, dict) else None
+        return folder.card, folder.keys_by_shard()
+    except ShardFolderError as error:
+        raise ShardCheckError(str(error)) from error
 
 
 def _card_problems(shard: str, card: dict | None, index: dict[str, list[str]] | None) -> list[str]:

@@ -75,14 +75,14 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
-    """Fill corpus and label names from the shards' dataset card (model/labels.py), or FEATS' features.json."""
+    """Fill corpus and label names from the shards' dataset card (mer_data/shards/labels.py), or FEATS' features.json."""
     if is_feature_model(config.model):
         from model.features.loader import label_space_of_features, label_task_of_features
 
         corpus, names = label_space_of_features(config.shards)
         task = label_task_of_features(config.shards)
     else:
-        from model.labels import label_space_of, label_task_of
+        from model.data import label_space_of, label_task_of
 
         corpus, names = label_space_of(config.shards, allow_command_urls=allow_command_urls)
         task = label_task_of(config.shards, allow_command_urls=allow_command_urls)
@@ -100,7 +100,7 @@ def check_task_labels(config: TrainConfig) -> TrainConfig:
 
     A baseline's FEATS folder holds the targets of one task (its card's label names), so it must
     match the run's task."""
-    from model.labels import SENTIMENT_LABELS, check_task
+    from mer_data.shards.labels import SENTIMENT_LABELS, check_task
 
     check_task(config.task, config.corpus, ", ".join(map(str, config.shards)))
     if config.task == "sentiment" and config.sentiment_loss not in SENTIMENT_LOSSES:

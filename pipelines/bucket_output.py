@@ -19,13 +19,11 @@ OUT/.lock has no equivalent there).
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from mer_data.records import Problem
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.layout import CARD_NAME, ERRORS_NAME, EXCLUDED_NAME, INDEX_NAME, SHARD_NAME
 from mer_data.storage import filesystem, upload_file
 
 from .options import ConvertOptions
@@ -34,7 +32,7 @@ from .recording_task import OUTCOME_FILE, RecordingJob, RecordingOutcome, load_o
 # A staged recording's members, as one object (the marker _outcome.json goes up after it).
 STAGED_BUNDLE = "staged.tar"
 # Uploaded in this order after the shards: dataset.json, the completion marker, last.
-SIDE_FILES_LAST = ("excluded.jsonl", "errors.jsonl", "index.parquet", "dataset.json")
+SIDE_FILES_LAST = (EXCLUDED_NAME, ERRORS_NAME, INDEX_NAME, CARD_NAME)
 
 
 def stage_and_upload(job: RecordingJob, staging_url: str, storage_options: dict, options: ConvertOptions) -> RecordingOutcome:
@@ -102,17 +100,6 @@ class BucketFolder:
             return []
         names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.ls(self.root, detail=False)]
         return sorted(name for name in names if SHARD_NAME.match(name))
-
-
-def finished_card(folder: BucketFolder) -> dict | None:
-    """The dataset card in the bucket, when a conversion finished there; else None."""
-    if not folder.exists("dataset.json"):
-        return None
-    return json.loads(folder.read_text("dataset.json"))
-
-
-def read_problems(folder: BucketFolder) -> list[Problem]:
-    return [Problem(**json.loads(line)) for line in folder.read_text("errors.jsonl").splitlines() if line.strip()]
 
 
 def clear_outputs(folder: BucketFolder, staging: str) -> None:

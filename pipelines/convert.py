@@ -15,25 +15,24 @@ conversion out of OUT while one runs.
 """
 from __future__ import annotations
 
-import json
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-import mer_data
-from mer_data.corpora.splits import empty_split_warnings
-from mer_data.corpora.wdseg import WORD_TIMING_STATUSES
 from mer_data.faults import (FREE_SPACE, INSTALL_FFMPEG, MEDIA_TOOLS, RERUN, TOOL_MISSING, EnvironmentFault, advice,
                              environment_cause)
 from mer_data.folder_lock import folder_lock
 from mer_data.locations import local_folder
 from mer_data.storage import default_options, is_storage_url
 from mer_data.records import Problem, StagedSample, Utterance
-from mer_data.shards import (atomic_write_text, index_rows, key_problem, pack_shards, sha256_file,
-                             write_dataset_card, write_errors, write_index)
+from mer_data.shards import (index_rows, key_problem, pack_shards, sha256_file, write_dataset_card, write_errors,
+                             write_index)
 from mer_data.shards.atomic import TEMP_PREFIX
+from mer_data.shards.card import dataset_card
+from mer_data.shards.errorlog import write_excluded
+from mer_data.shards.folder import ShardFolder
+from mer_data.shards.layout import CARD_NAME, ERRORS_NAME, EXCLUDED_NAME, INDEX_NAME, SHARD_NAME
 from mer_data.shards.tarwriter import archive_bytes, sample_bytes
 
 from .cluster import TaskFailure
@@ -42,9 +41,7 @@ from .recording_task import RecordingJob, RecordingOutcome, run_recording
 from .runner import run_tasks
 
 STAGING = ".staging"
-CARD = "dataset.json"
-OUTPUT_FILES = ("index.parquet", "errors.jsonl", "excluded.jsonl", CARD)
-SHARD_PATTERNS = ("train-*.tar", "valid-*.tar", "test-*.tar")
+OUTPUT_FILES = (INDEX_NAME, ERRORS_NAME, EXCLUDED_NAME, CARD_NAME)
 # Beyond the estimates below: room for index.parquet, the logs and the file system's own blocks.
 SPACE_MARGIN = 64 * 1024**2
 WORKER_FAILED = "the task's worker failed"
@@ -214,12 +211,12 @@ def _run_conversion_to_bucket(plan: ConversionPlan, url: str, options: ConvertOp
     folder = bucket.BucketFolder(url, storage_options)
     if overwrite:
         bucket.clear_outputs(folder, STAGING)
-    card = bucket.finished_card(folder)
-    if card is not None:
-        if card.get("options", {}).get("fingerprint") != options.fingerprint():
+    finished = ShardFolder(url, storage_options)
+    if finished.card is not None:
+        if finished.card.get("options", {}).get("fingerprint") != options.fingerprint():
             raise OutputConflict(f"{url} holds a finished conversion made with other options; "
                                  "pass --overwrite to replace it, or choose another OUT")
-        return ConversionReport(url, card, bucket.read_problems(folder), already_complete=True)
+        return ConversionReport(url, finished.card, finished.errors(), already_complete=True)
     with tempfile.TemporaryDirectory(prefix="mer-convert-") as work:
         staging, packed = Path(work) / STAGING, Path(work) / "out"
         staged = bucket.download_staged(folder, STAGING, plan.jobs, staging, options.fingerprint())
@@ -333,100 +330,27 @@ def _pack(plan: ConversionPlan, outcomes: list[RecordingOutcome], out: Path, opt
     rows = index_rows(samples, packed.placements)
     index_path = write_index(rows, out)
     errors_path = write_errors(problems, out)
-    excluded_path = out / "excluded.jsonl"
-    atomic_write_text(excluded_path, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
-                                             for e in sorted(plan.excluded, key=lambda e: e["utterance"])))
+    excluded_path = write_excluded(plan.excluded, out)
     card = dataset_card(plan, options, rows, packed.shards, problems,
                         {p.name: sha256_file(p) for p in (index_path, errors_path, excluded_path)})
     write_dataset_card(card, out)
     return ConversionReport(out, card, problems)
 
 
-def dataset_card(plan: ConversionPlan, options: ConvertOptions, rows: list[dict], shards, problems: list[Problem],
-                 checksums: dict[str, str]) -> dict:
-    """The dataset card: enough to know what is in OUT without opening a tar, and nothing
-    run-dependent (no times, no host names) so that it is byte-identical across runs."""
-    per_split = Counter(row["split"] for row in rows)
-    per_split_label: dict[str, Counter] = {}
-    for row in rows:
-        per_split_label.setdefault(row["split"], Counter()).update(row_labels(row))
-    card = {
-        "schema_version": "1.0",
-        "tool": {"name": "mer-data", "version": mer_data.__version__},
-        "corpus": plan.corpus,
-        "created_from": str(plan.root),
-        "options": dict(options.to_json(), fingerprint=options.fingerprint()),
-        "counts": {
-            "total": len(rows),
-            "per_split": {split: per_split.get(split, 0) for split in ("train", "valid", "test")},
-            "per_split_label": {split: dict(sorted(c.items())) for split, c in sorted(per_split_label.items())},
-            "planned": plan.utterance_count,
-        },
-        "shards": [shard.to_json() for shard in shards],
-        "errors": {
-            "count": len(problems),
-            "by_stage": dict(sorted(Counter(p.stage for p in problems).items())),
-            "by_kind": dict(sorted(Counter(problem_kind(p) for p in problems).items())),
-        },
-        "excluded": {"count": len(plan.excluded),
-                     "by_label": dict(sorted(Counter(str(e["label"]) for e in plan.excluded).items()))},
-        "split_report": plan.split_report,
-        **label_protocol_entry(plan.corpus, options, rows),
-        "reader_stats": plan.reader_stats,
-        "checksums": checksums,
-    }
-    word_timings = Counter(row["word_timings"] for row in rows if row.get("word_timings"))
-    if word_timings:  # corpora with word timings (IEMOCAP) only
-        card["counts"]["word_timings"] = {status: word_timings.get(status, 0) for status in WORD_TIMING_STATUSES}
-    warnings = empty_split_warnings(per_split, plan.split_report)
-    if warnings:  # only then: the cards of conversions with nothing to warn about stay as they were
-        card["warnings"] = warnings
-    return card
-
-
-def label_protocol_entry(corpus: str, options: ConvertOptions, rows: list[dict]) -> dict:
-    """IEMOCAP's `label_protocol` of the card: its classes, the codes each merges, the task it trains as,
-    and the samples per class; nothing for MOSEI (its six emotions are fixed)."""
-    if corpus != "iemocap":
-        return {}
-    from mer_data.corpora.label_protocol import parse_classes
-
-    protocol = parse_classes(options.classes)
-    per_class = Counter(row["class"] for row in rows)
-    return {"label_protocol": {**protocol.to_json(), "counts": {name: per_class.get(name, 0)
-                                                                for name in protocol.names}}}
-
-
-def row_labels(row: dict) -> list[str]:
-    """The labels an index row counts under: its IEMOCAP category, or each MOSEI emotion present."""
-    if "label" in row:
-        return [row["label"]]
-    return [name[len("emo_"):] for name, value in sorted(row.items()) if name.startswith("emo_") and value > 0]
-
-
-def problem_kind(problem: Problem) -> str:
-    """A coarse kind for counting: the reason up to its first colon or parenthesis."""
-    head = problem.reason.split(":")[0].split("(")[0].strip()
-    return " ".join(head.split()[:6])
-
-
 def _prepare_output(out: Path, options: ConvertOptions, overwrite: bool) -> ConversionReport | None:
     """Clear OUT for --overwrite; return the finished report when OUT is already complete."""
-    card_path = out / CARD
     if overwrite and out.exists():
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
         _remove_shards(out)
         shutil.rmtree(out / STAGING, ignore_errors=True)
-    if not card_path.is_file():
+    finished = ShardFolder(out)
+    if finished.card is None:
         return None
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    if card.get("options", {}).get("fingerprint") != options.fingerprint():
+    if finished.card.get("options", {}).get("fingerprint") != options.fingerprint():
         raise OutputConflict(f"{out} holds a finished conversion made with other options; "
                              "pass --overwrite to replace it, or choose another OUT")
-    problems = [Problem(**json.loads(line)) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    return ConversionReport(out, card, problems, already_complete=True)
+    return ConversionReport(out, finished.card, finished.errors(), already_complete=True)
 
 
 def _remove_half_staged(staging: Path) -> None:
@@ -436,17 +360,16 @@ def _remove_half_staged(staging: Path) -> None:
 
 
 def _remove_shards(out: Path) -> None:
-    for pattern in SHARD_PATTERNS:
-        for path in out.glob(pattern):
-            if path.is_file():
-                path.unlink()
+    for path in out.iterdir():
+        if SHARD_NAME.match(path.name) and path.is_file():
+            path.unlink()
     _remove_stray_temp_files(out)
 
 
 def _remove_stray_temp_files(out: Path) -> None:
     """Temporary files of our outputs left by a run killed while writing them (atomic_path's
     `.tmp-<name>.<random>`); under the lock of OUT no other run can be writing them."""
-    for name in (*SHARD_PATTERNS, *OUTPUT_FILES):
-        for path in out.glob(f"{TEMP_PREFIX}{name}.*"):
-            if path.is_file():
-                path.unlink()
+    for path in out.glob(f"{TEMP_PREFIX}*.*"):
+        name = path.name[len(TEMP_PREFIX):].rsplit(".", 1)[0]
+        if (SHARD_NAME.match(name) or name in OUTPUT_FILES) and path.is_file():
+            path.unlink()

@@ -5,8 +5,8 @@
 
 This module is the graph: the plan (which shards, which label space), the schedule (one task per
 shard through pipelines/runner.py) and the resume. Each task (model/features/shard_task.py) reads one
-shard's samples in order (the shard auditor's tar reader, which reports a damaged tar instead of
-raising), runs the chosen extractors (model/features/registry.py) on every sample and writes one part,
+shard's samples in order (mer_data/shards/samples.py, the tolerant reader: a damaged tar is reported, not
+raised), runs the chosen extractors (model/features/registry.py) on every sample and writes one part,
 numbered like its shard: `train-000003.tar` -> `FEATS/train/part-000003.parquet` (layout and columns:
 model/features/table.py).
 Every sample becomes a row or an entry of FEATS/errors.jsonl (file: the shard, the reason, the
@@ -41,8 +41,8 @@ from mer_data.records import Problem
 from mer_data.shards.atomic import TEMP_PREFIX, atomic_write_text
 from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import keys_by_shard
-from mer_data.shards.packer import SHARD_NAME
+from mer_data.shards.layout import CARD_NAME as DATASET_CARD
+from mer_data.shards.layout import SHARD_NAME
 from model.features.registry import MODALITIES, Extractor, ExtractorSettings, make_extractor
 from model.features.shard_task import OUTCOME_KEY, ShardJob, ShardOutcome, extract_shard, failed_shard
 from model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
@@ -54,7 +54,6 @@ from .options import FeatureOptions
 from .runner import run_tasks
 
 RECORD_NAME = ".options.json"
-DATASET_CARD = "dataset.json"
 
 
 class FeatureOutputConflict(Exception):
@@ -72,7 +71,7 @@ class FeaturePlan:
     dataset_sha256: str | None
     dataset_fingerprint: str | None
     frame_interval_ms: int | None
-    label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
+    label_task: str = ONE_VS_REST   # mer_data.shards.labels.label_task_from_card
 
 
 @dataclass
@@ -208,35 +207,29 @@ def write_extraction_timing(feats: Path, report: "FeatureReport") -> Path:
 def plan_features(shards: Path, task: str = "emotion") -> FeaturePlan:
     """The shards of the folder (named {split}-NNNNNN.tar) and the label space of their dataset card
     (the sentiment task's for task "sentiment", MOSEI only)."""
-    from model.labels import (CORPORA, SENTIMENT_LABELS, check_task, label_names_from_card, label_space_of,
-                              label_task_from_card)
+    from mer_data.shards.folder import ShardFolder
+    from mer_data.shards.labels import CORPORA, SENTIMENT_LABELS, check_task
 
     if not shards.is_dir():
         raise FileNotFoundError(f"{shards}: not a folder of shards")
-    tars = sorted(path for path in shards.glob("*.tar") if SHARD_NAME.match(path.name))
+    folder = ShardFolder(shards)
+    tars = [Path(path) for path in folder.shards()]
     if not tars:
         raise FileNotFoundError(f"{shards}: no shards (train-NNNNNN.tar, valid-..., test-...) in the folder")
-    card_path = shards / DATASET_CARD
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{card_path}: unreadable dataset card: {error}") from error
-        corpus, label_names = card.get("corpus"), label_names_from_card(card)
+    corpus, label_names = folder.label_space()   # loose shards: the label space of the first sample's corpus
+    label_task = folder.label_task()
+    sha = fingerprint = interval = None
+    if folder.card is not None:
+        card_path = Path(folder.path_of(DATASET_CARD))
         if corpus not in CORPORA:
             raise ValueError(f"{card_path}: corpus {corpus!r} is not one of {', '.join(CORPORA)}")
-        options = card.get("options", {})
+        options = folder.card.get("options", {})
         sha, fingerprint = sha256_file(card_path), options.get("fingerprint")
         interval = options.get("frame_interval_ms")
-        label_task = label_task_from_card(card)
-    else:  # loose shards: the label space of the first sample's corpus
-        corpus, label_names = label_space_of(str(shards))
-        sha = fingerprint = interval = None
-        label_task = ONE_VS_REST   # a corpus's default label space
     check_task(task, corpus, str(shards))
     if task == "sentiment":
         label_names = SENTIMENT_LABELS
-    keys = keys_by_shard(shards)
+    keys = folder.keys_by_shard()
     jobs = []
     for tar in tars:
         match = SHARD_NAME.match(tar.name)

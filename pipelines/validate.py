@@ -34,7 +34,7 @@ def detect_target(path: Path) -> str:
     """"shards", "raw-iemocap" or "raw-mosei"; NotAValidationTarget (with what was looked for) otherwise."""
     from mer_data.corpora.iemocap import find_iemocap_root
     from mer_data.corpora.mosei import find_mosei_root
-    from mer_data.shards.card import CARD_NAME
+    from mer_data.shards.layout import CARD_NAME
 
     path = Path(path)
     if not path.is_dir():

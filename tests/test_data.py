@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from model import audio, frames
-from model.data import Batch, SampleError, make_dataset, make_loader, resolve_shards
-from model.labels import LabelError, label_names_from_card, label_space_of, targets
+from model.data import Batch, SampleError, label_space_of, make_dataset, make_loader, resolve_shards
+from mer_data.shards.labels import LabelError, label_names_from_card, targets
 
 SIX = ("ang", "exc", "fru", "hap", "neu", "sad")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

@@ -14,7 +14,7 @@ import webdataset as wds
 import schemas
 from model.features.table import card_schema, part_path, read_card, read_split, split_parts
 from mer_data.shards.errorlog import read_errors
-from model.labels import label_names_from_card, targets
+from mer_data.shards.labels import label_names_from_card, targets
 from pipelines.features import FeatureOutputConflict, extract_features
 from pipelines.options import FeatureOptions
 

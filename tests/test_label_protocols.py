@@ -154,7 +154,7 @@ def test_a_1_1_iemocap_sample_without_its_class_breaks_the_schema(four_class_sha
 
 
 def test_targets_follow_the_class_and_old_cards_keep_their_codes():
-    from model.labels import label_names_from_card, label_task_from_card, targets
+    from mer_data.shards.labels import label_names_from_card, label_task_from_card, targets
 
     meta = {"id": "u", "corpus": "iemocap", "label": {"category": "exc", "class": "hap"}}
     assert targets(meta, ("ang", "hap", "neu", "sad")).tolist() == [0, 1, 0, 0]

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
-from mer_data.records import Problem, Utterance
+from mer_data.records import SPLITS, Problem, Utterance
 
-SPLITS = ("train", "valid", "test")
 IEMOCAP_SESSIONS = 5
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 EXAMPLES_IN_REPORT = 10

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 
 from mer_data.records import StagedSample
 from mer_data.shards.atomic import atomic_path
-from mer_data.shards.packer import SPLITS, Placement
+from mer_data.shards.layout import INDEX_NAME, SPLITS
+from mer_data.shards.packer import Placement
 
-INDEX_NAME = "index.parquet"
 LEADING_COLUMNS = {"key": pa.string(), "split": pa.string(), "shard": pa.string(), "position": pa.int64()}
 
 
@@ -78,21 +78,3 @@ def _column(name: str, values: list[Any], type_: pa.DataType | None) -> pa.Array
         return pa.array(values, type=type_)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise ValueError(f"index column {name!r} holds values of incompatible types: {error}") from error
-
-
-def keys_by_shard(folder: str | os.PathLike[str]) -> dict[str, list[str]] | None:
-    """shard name -> its keys in position order, from `folder`/index.parquet; None where it is absent or unreadable.
-
-    For readers that cross-check what a shard holds (feature extraction, training); `mer validate`
-    reports an unreadable index itself."""
-    path = Path(folder) / INDEX_NAME
-    if not path.is_file():
-        return None
-    try:
-        rows = pq.read_table(path, columns=["key", "shard", "position"]).to_pylist()
-    except Exception:  # pyarrow raises several types for damaged files and missing columns
-        return None
-    keys: dict[str, list[tuple[int, str]]] = {}
-    for row in rows:
-        keys.setdefault(row["shard"], []).append((row["position"], row["key"]))
-    return {shard: [key for _, key in sorted(pairs)] for shard, pairs in keys.items()}

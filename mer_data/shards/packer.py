@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from mer_data.records import StagedSample
 from mer_data.shards.atomic import atomic_path
 from mer_data.shards.hashing import HashingWriter
+from mer_data.shards.layout import SHARD_NAME, SPLITS, shard_name
 from mer_data.shards.tarwriter import (
     MEMBER_ORDER,
     DeterministicTarWriter,
@@ -28,8 +29,6 @@ from mer_data.shards.tarwriter import (
     sample_bytes,
 )
 
-SPLITS = ("train", "valid", "test")
-SHARD_NAME = re.compile(r"^(?P<split>train|valid|test)-(?P<number>[0-9]{6})\.tar$")
 _EXTENSION = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
@@ -73,10 +72,6 @@ class PackResult:
     placements: dict[str, Placement] = field(default_factory=dict)
     oversized: list[str] = field(default_factory=list)  # keys alone over max_bytes
     removed_stale: list[str] = field(default_factory=list)  # shard files of an earlier pack
-
-
-def shard_name(split: str, number: int) -> str:
-    return f"{split}-{number:06d}.tar"
 
 
 def split_seed(seed: int, split: str) -> int:

@@ -76,6 +76,7 @@ import numpy as np
 from tqdm import tqdm
 
 import mer_data
+from mer_data.shards.layout import SPLITS
 from mer_data.synth import faces
 from mer_data.synth.emotions import OTHER_CODES, draw_other_code, draw_six_class, draw_style, draw_vad
 from mer_data.synth.iemocap_files import write_labels, write_transcript
@@ -86,7 +87,6 @@ from mer_data.synth.voice import SAMPLE_RATE, engine_version, resolve_voice
 
 RELEASE_DIR = "IEMOCAP_full_release"
 TRUTH_FILE = "synth_truth.json"
-DAI2021_SPLITS = ("train", "valid", "test")
 
 # Dialog names for the default corpus, rotated per session so that impro and script names of
 # different lengths (`impro05a`, `script01_1b`) all occur.
@@ -274,7 +274,7 @@ def _other_codes(count: int, rng: np.random.Generator) -> list[str]:
 def dai2021_ids() -> dict[str, list[str]]:
     """The published Dai et al. (2021) IEMOCAP utterance ids, per split."""
     folder = resources.files("mer_data").joinpath("data", "splits", "dai2021", "iemocap")
-    return {split: folder.joinpath(f"{split}.txt").read_text(encoding="utf-8").split() for split in DAI2021_SPLITS}
+    return {split: folder.joinpath(f"{split}.txt").read_text(encoding="utf-8").split() for split in SPLITS}
 
 
 def dai2021_skeletons(rng: np.random.Generator) -> tuple[list[Skeleton], dict[str, str]]:

@@ -22,12 +22,13 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
+from mer_data.shards.layout import SPLITS
+
 # Recordings up to this many get one row each in the offsets figure; more get a histogram.
 MAX_OFFSET_ROWS_IN_FIGURE = 60
 # Table rows shown per finding kind and in the offsets table; the JSON report holds them all.
 MAX_FINDING_ROWS_PER_KIND = 200
 MAX_OFFSET_TABLE_ROWS = 100
-SPLIT_ORDER = ("train", "valid", "test")
 
 COLOURS = {"interval": "#4c72b0", "audio": "#55a868", "video": "#c44e52", "ok": "#4c72b0",
            "flagged": "#d62728", "threshold": "#7f7f7f", "faces": "#8172b3"}
@@ -415,8 +416,8 @@ def _describe(values: np.ndarray) -> str:
 
 
 def _ordered_splits(labels_per_split: dict) -> list[str]:
-    known = [s for s in SPLIT_ORDER if s in labels_per_split]
-    return known + sorted(s for s in labels_per_split if s not in SPLIT_ORDER)
+    known = [s for s in SPLITS if s in labels_per_split]
+    return known + sorted(s for s in labels_per_split if s not in SPLITS)
 
 
 def _split_colour(split: str, index: int) -> str:

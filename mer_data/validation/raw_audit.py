@@ -81,7 +81,7 @@ class AnnotatedUtterance:
 
 
 @dataclass(frozen=True)
-class RecordingJob:
+class RecordingToAudit:
     """One recording to audit. IEMOCAP jobs name the dialog's annotation files (the task reads
     them); MOSEI jobs carry the utterances read while planning."""
 
@@ -108,7 +108,7 @@ class RecordingAudit:
 class RawAuditPlan:
     corpus: str
     root: Path
-    jobs: list[RecordingJob]
+    jobs: list[RecordingToAudit]
     findings: list[Finding]
 
 
@@ -128,7 +128,7 @@ def plan_iemocap_audit(path: Path) -> RawAuditPlan:
             labels = rel.replace("/transcriptions/", "/EmoEvaluation/")
             findings.append(finding("missing-file", f"transcription {rel} has no label file {labels}: its "
                                     f"utterances have no labels", file=labels, id=transcript.stem))
-    jobs = [RecordingJob("iemocap", str(root), d.name, d.video, d.audio, labels=d.labels, transcript=d.transcript)
+    jobs = [RecordingToAudit("iemocap", str(root), d.name, d.video, d.audio, labels=d.labels, transcript=d.transcript)
             for d in dialogs]
     return RawAuditPlan("iemocap", root, jobs, findings)
 
@@ -151,7 +151,7 @@ def plan_mosei_audit(path: Path) -> RawAuditPlan:
         by_video.setdefault(utterance.recording, []).append(AnnotatedUtterance(
             utterance.id, utterance.speaker, utterance.start, utterance.end, utterance.sources["transcript"],
             utterance.lines.get("transcript"), None, present))
-    jobs = [RecordingJob("mosei", str(raw), video.name, video.video, video.audio, transcript=video.transcript,
+    jobs = [RecordingToAudit("mosei", str(raw), video.name, video.video, video.audio, transcript=video.transcript,
                          utterances=tuple(by_video.get(video.name, ()))) for video in reading.recordings]
     return RawAuditPlan("mosei", raw, jobs, findings)
 
@@ -166,7 +166,7 @@ def reader_finding(problem: Problem) -> Finding:
 # The task: one recording
 
 
-def audit_recording(job: RecordingJob, options: ValidateOptions) -> RecordingAudit:
+def audit_recording(job: RecordingToAudit, options: ValidateOptions) -> RecordingAudit:
     """Everything about one recording that needs no other recording."""
     if job.corpus == "iemocap":
         audit = _audit_iemocap_annotations(job)
@@ -180,7 +180,7 @@ def audit_recording(job: RecordingJob, options: ValidateOptions) -> RecordingAud
     return audit
 
 
-def _audit_iemocap_annotations(job: RecordingJob) -> RecordingAudit:
+def _audit_iemocap_annotations(job: RecordingToAudit) -> RecordingAudit:
     root = Path(job.root)
     audit = RecordingAudit(job.recording)
     try:
@@ -200,7 +200,7 @@ def _audit_iemocap_annotations(job: RecordingJob) -> RecordingAudit:
     return audit
 
 
-def _word_timing_findings(blocks, lines, job: RecordingJob) -> list[Finding]:
+def _word_timing_findings(blocks, lines, job: RecordingToAudit) -> list[Finding]:
     """Each converted utterance's .wdseg, as the reader reads it, against its interval and its text."""
     line_of = {line.utterance: line for line in lines}
     session_dir = Path(job.labels).parts[0]
@@ -224,7 +224,7 @@ def _word_timing_findings(blocks, lines, job: RecordingJob) -> list[Finding]:
     return findings
 
 
-def _read_iemocap_transcript(root: Path, job: RecordingJob, audit: RecordingAudit):
+def _read_iemocap_transcript(root: Path, job: RecordingToAudit, audit: RecordingAudit):
     """(lines, problems) of the dialog's transcription, or None (with a finding) where it is unusable."""
     path = root / job.transcript
     if not path.exists():
@@ -246,7 +246,7 @@ def _iemocap_utterance(block: iemocap.LabelBlock, labels_file: str) -> Annotated
                               labels_file, block.line, 0 if is_left else 1, (block.category,))
 
 
-def _iemocap_id_agreement(blocks, label_problems, lines, transcript_problems, job: RecordingJob) -> list[Finding]:
+def _iemocap_id_agreement(blocks, label_problems, lines, transcript_problems, job: RecordingToAudit) -> list[Finding]:
     """Ids in one file but not the other, cp1252 lines and times that disagree.
 
     An id named by a damaged line counts as present: the damage is already its finding.
@@ -266,7 +266,7 @@ def _iemocap_id_agreement(blocks, label_problems, lines, transcript_problems, jo
     return findings + _cp1252_lines(lines, job) + _time_mismatches(blocks, lines, job)
 
 
-def _cp1252_lines(lines, job: RecordingJob) -> list[Finding]:
+def _cp1252_lines(lines, job: RecordingToAudit) -> list[Finding]:
     findings = []
     for line in lines:
         if line.encoding != "utf-8":
@@ -277,7 +277,7 @@ def _cp1252_lines(lines, job: RecordingJob) -> list[Finding]:
     return findings
 
 
-def _time_mismatches(blocks, lines, job: RecordingJob) -> list[Finding]:
+def _time_mismatches(blocks, lines, job: RecordingToAudit) -> list[Finding]:
     """Transcript times that differ from the label times by more than the reader tolerates."""
     line_of = {line.utterance: line for line in lines}
     findings = []
@@ -296,7 +296,7 @@ def _time_mismatches(blocks, lines, job: RecordingJob) -> list[Finding]:
     return findings
 
 
-def _audit_mosei_annotations(job: RecordingJob) -> RecordingAudit:
+def _audit_mosei_annotations(job: RecordingToAudit) -> RecordingAudit:
     """Segments of the video's transcript that no label names (labels were matched while planning)."""
     audit = RecordingAudit(job.recording, utterances=list(job.utterances))
     try:
@@ -361,7 +361,7 @@ class _AudioFacts:
         return None if self.duration is None else round(self.duration * SAMPLE_RATE)
 
 
-def audit_media(job: RecordingJob, utterances: list[AnnotatedUtterance],
+def audit_media(job: RecordingToAudit, utterances: list[AnnotatedUtterance],
                 options: ValidateOptions) -> tuple[list[Finding], float | None, float | None]:
     """Findings about the recording's media, and its audio and video durations (None: unknown)."""
     findings: list[Finding] = []
@@ -380,7 +380,8 @@ def audit_media(job: RecordingJob, utterances: list[AnnotatedUtterance],
     return findings, (audio.duration if audio else None), (video.duration if video else None)
 
 
-def _duration_findings(audio: _AudioFacts, video: _VideoFacts, job: RecordingJob, tolerance: float) -> list[Finding]:
+def _duration_findings(audio: _AudioFacts, video: _VideoFacts, job: RecordingToAudit,
+                       tolerance: float) -> list[Finding]:
     if audio.duration is None or video.duration is None or abs(audio.duration - video.duration) <= tolerance:
         return []
     return [finding("media-duration-mismatch",
@@ -415,7 +416,7 @@ def _probe(root: Path, rel: str, recording: str, count: int, findings: list[Find
     return facts
 
 
-def _decoded_video_facts(root: Path, job: RecordingJob, facts: dict, findings: list[Finding]) -> _VideoFacts:
+def _decoded_video_facts(root: Path, job: RecordingToAudit, facts: dict, findings: list[Finding]) -> _VideoFacts:
     """The video's frames at its nominal rate as far as it decodes, not as far as its header or
     timestamps claim; a shortfall against the claim and the decoder's error messages are findings."""
     fps, path = facts["video"]["fps"], root / job.video
@@ -446,7 +447,7 @@ def _audio_facts(facts: dict) -> _AudioFacts:
     return _AudioFacts(audio["channels"], audio["duration"] or facts["duration"])
 
 
-def _channel_findings(audio: _AudioFacts, utterances: list[AnnotatedUtterance], job: RecordingJob) -> list[Finding]:
+def _channel_findings(audio: _AudioFacts, utterances: list[AnnotatedUtterance], job: RecordingToAudit) -> list[Finding]:
     needed = sorted({u.channel for u in utterances if u.channel is not None and u.channel >= audio.channels})
     if not needed:
         return []
@@ -515,7 +516,7 @@ def finish_raw_audit(plan: RawAuditPlan, audits: list[RecordingAudit], options: 
     return Report(f"raw-{plan.corpus}", str(plan.root), findings, stats, options)
 
 
-def failed_recording(job: RecordingJob, reason: str) -> RecordingAudit:
+def failed_recording(job: RecordingToAudit, reason: str) -> RecordingAudit:
     """The audit of a recording whose task crashed: one finding, so that nothing is silently skipped."""
     where = job.labels or job.transcript
     return RecordingAudit(job.recording, [finding("task-failed", f"recording not audited: {reason}", file=where,

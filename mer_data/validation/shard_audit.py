@@ -2,8 +2,8 @@
 
     audit = audit_shard(Path("shards/train-000000.tar"), options)
 
-Reads the tar member by member (webdataset's rule: consecutive members with the same key, the
-name up to its first '.', form a sample) and checks:
+Reads the tar member by member with the shard reader (mer_data/shards/samples.py; webdataset's rule:
+consecutive members with the same key, the name up to its first '.', form a sample) and checks:
 - the tar: readable to its end-of-archive marker; members are regular files named `<key>.<ext>`
   with a valid key; a key does not come back after another key;
 - each sample: exactly the members json, txt, flac, mp4; the json is UTF-8 JSON valid against
@@ -23,10 +23,10 @@ import io
 import json
 import math
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,13 @@ from mer_data.corpora import wdseg
 from mer_data.media.audio import SAMPLE_RATE
 from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.packer import SHARD_NAME
-from mer_data.shards.tarwriter import MEMBER_ORDER, key_problem
+from mer_data.shards.layout import SHARD_NAME
+from mer_data.shards.samples import ReadProblem, ShardSample, read_samples
+from mer_data.shards.tarwriter import MEMBER_ORDER
 from mer_data.validation.findings import Finding, finding
 from mer_data.validation.options import ValidateOptions
 
 AV_SYNC_MODULE = "mer_data.validation.av_sync"
-# A tar ends with two zero blocks (then padding to a whole record).
-_END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
 MAX_SCHEMA_ERRORS = 5
 
 
@@ -80,14 +79,6 @@ class ShardAudit:
     completed: bool = True  # False: the task crashed, nothing is known about the shard
 
 
-@dataclass
-class _Sample:
-    key: str
-    position: int
-    members: dict[str, bytes] = field(default_factory=dict)
-    complete: bool = True  # False: the tar broke inside this sample
-
-
 def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
     """Every check of one shard that needs no other file; never raises for bad data."""
     path = Path(path)
@@ -96,7 +87,7 @@ def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
     shard_split = name_match["split"] if name_match else None
     sync = _av_sync_module() if options.av_sync else None
     with tempfile.TemporaryDirectory(prefix="mer-validate-") as workdir:
-        for sample in read_shard_samples(path, audit.findings):
+        for sample in read_samples(path, partial(_add_read_finding, audit.findings, path.name)):
             facts = SampleFacts(sample.key, path.name, sample.position)
             audit.samples.append(facts)
             if not sample.complete:
@@ -112,114 +103,16 @@ def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
     return audit
 
 
-# --------------------------------------------------------------------------------------------
-# Reading the tar
-
-
-def read_shard_samples(path: Path, findings: list[Finding]) -> Iterator[_Sample]:
-    """The shard's samples in order; tar damage becomes findings (and ends the reading)."""
-    shard = path.name
-    seen: set[str] = set()
-    current: _Sample | None = None
-    position = 0
-    for key, ext, data in _members(path, findings):
-        if current is not None and key == current.key:
-            if data is None:
-                current.complete = False
-            else:
-                _add_member(current, ext, data, shard, findings)
-            continue
-        if current is not None:
-            yield current
-        if key in seen:
-            findings.append(finding("duplicate-key", f"the key comes back after other samples in {shard}",
-                                    file=shard, id=key, first=shard))
-        current = _Sample(key, position, complete=data is not None)
-        position += 1
-        seen.add(key)
-        if data is not None:
-            current.members[ext] = data
-    if current is not None:
-        yield current
-
-
-def _add_member(sample: _Sample, ext: str, data: bytes, shard: str, findings: list[Finding]) -> None:
-    if ext in sample.members:
-        findings.append(finding("member-set", f"member .{ext} given twice; the first is checked", file=shard,
-                                id=sample.key, twice=[ext]))
-        return
-    sample.members[ext] = data
-
-
-def _members(path: Path, findings: list[Finding]) -> Iterator[tuple[str, str, bytes | None]]:
-    """(key, extension, bytes) of each well-named regular member; bytes None for the member the
-    archive broke in (the last one yielded)."""
-    shard = path.name
-    try:
-        tar = tarfile.open(path, mode="r:")
-    except (tarfile.TarError, OSError) as error:
-        findings.append(finding("corrupt-tar", f"not a readable tar: {error}", file=shard))
-        return
-    with tar:
-        while True:
-            try:
-                info = tar.next()
-            except (tarfile.TarError, OSError) as error:
-                findings.append(finding("corrupt-tar", f"unreadable after byte {tar.offset}: {error}", file=shard,
-                                        offset=tar.offset))
-                return
-            if info is None:
-                break
-            named = _member_name(info, shard, findings)
-            if named is None:
-                continue
-            key, ext = named
-            try:
-                data = tar.extractfile(info).read()
-            except (tarfile.TarError, OSError) as error:
-                findings.append(finding("corrupt-tar", f"member {info.name} is cut short: {error}", file=shard, id=key,
-                                        member=info.name))
-                yield key, ext, None
-                return
-            yield key, ext, data
-        trailer = _trailer_problem(path, tar.offset)
-        if trailer:
-            findings.append(finding("corrupt-tar", trailer, file=shard, offset=tar.offset))
-
-
-def _member_name(info: tarfile.TarInfo, shard: str, findings: list[Finding]) -> tuple[str, str] | None:
-    """(key, ext) of a member, or None with a finding where it cannot be a sample member."""
-    key, dot, ext = info.name.partition(".")
-    if not info.isreg():
-        reason = "is not a regular file"
-    elif not dot or not ext:
-        reason = "has no extension: a member is named <key>.<ext>"
-    else:
-        reason = key_problem(key)
-    if reason is None:
-        return key, ext
-    findings.append(finding("bad-member-name", f"member {info.name!r} {reason}", file=shard, id=info.name))
-    return None
-
-
-def _trailer_problem(path: Path, offset: int) -> str | None:
-    """Why the bytes after the last member are not a tar's end (two zero blocks, zero padding)."""
-    size = path.stat().st_size
-    if size - offset < _END_OF_ARCHIVE:
-        return f"no end-of-archive marker after the last member (the file ends at byte {size}): truncated"
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            if chunk.strip(b"\0"):
-                return f"unreadable data after byte {offset}: not a tar header (damaged or truncated archive)"
-    return None
+def _add_read_finding(findings: list[Finding], shard: str, problem: ReadProblem) -> None:
+    """Damage met by the tar reader (mer_data/shards/samples.py) as a finding of the same kind."""
+    findings.append(finding(problem.kind, problem.message, file=shard, id=problem.id, **problem.details))
 
 
 # --------------------------------------------------------------------------------------------
 # One sample
 
 
-def _check_sample(sample: _Sample, facts: SampleFacts, shard: str, workdir: Path, options: ValidateOptions,
+def _check_sample(sample: ShardSample, facts: SampleFacts, shard: str, workdir: Path, options: ValidateOptions,
                   findings: list[Finding]) -> dict | None:
     """Check the sample's members; fill `facts`; return its metadata where it is valid, else None."""
     key, members = sample.key, sample.members
@@ -416,7 +309,7 @@ def _av_sync_module():
     return importlib.import_module(AV_SYNC_MODULE) if av_sync_available() else None
 
 
-def _add_curve(sync, sample: _Sample, meta: dict, shard: str, audit: ShardAudit) -> None:
+def _add_curve(sync, sample: ShardSample, meta: dict, shard: str, audit: ShardAudit) -> None:
     """One sample's sync curve; a failure costs this sample only and is a finding."""
     try:
         curve = sync.utterance_sync_curve(sample.members["flac"], sample.members["mp4"], meta)

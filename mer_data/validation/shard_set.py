@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mer_data.records import Problem
-from mer_data.shards.card import CARD_NAME, card_problems
-from mer_data.shards.errorlog import ERRORS_NAME
+from mer_data.shards.card import card_problems, problem_kind  # the card's errors.by_kind kinds, here too
 from mer_data.shards.hashing import sha256_file
-from mer_data.shards.index import INDEX_NAME
-from mer_data.shards.packer import SHARD_NAME, SPLITS
+from mer_data.shards.layout import CARD_NAME, ERRORS_NAME, INDEX_NAME, SHARD_NAME, SPLITS
 from mer_data.validation.findings import Finding, Report, finding
 from mer_data.validation.options import ValidateOptions
 from mer_data.validation.shard_audit import SampleFacts, ShardAudit, av_sync_available
@@ -342,8 +340,6 @@ def error_record(value: Any) -> Problem:
 
 
 def _error_log_stats(entries: list[Problem]) -> dict[str, Any]:
-    from pipelines.convert import problem_kind  # the same kinds as the dataset card's errors.by_kind
-
     return {"count": len(entries),
             "by_stage": dict(sorted(Counter(entry.stage for entry in entries).items())),
             "by_kind": dict(sorted(Counter(problem_kind(entry) for entry in entries).items()))}

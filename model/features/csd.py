@@ -30,14 +30,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from mer_data.corpora.label_protocol import ONE_VS_REST
 from model.features.table import (
@@ -57,8 +55,11 @@ from model.features.table import (
 from mer_data.corpora.mosei import declared_size_problem
 from mer_data.records import Problem
 from mer_data.shards.errorlog import write_errors
+from mer_data.shards.folder import ShardFolder, ShardFolderError
 from mer_data.shards.hashing import sha256_file
-from model.labels import LabelError, label_names_from_card, label_task_from_card, targets
+from mer_data.shards.layout import CARD_NAME as CARD_NAME_OF_SHARDS
+from mer_data.shards.layout import INDEX_NAME
+from mer_data.shards.labels import LabelError, label_names_from_card, label_task_from_card, targets
 
 CHUNK_ROWS = 2000
 # How far an utterance-keyed entry may reach past the utterance and still count as lying inside
@@ -144,23 +145,27 @@ class ShardUtterances:
     fingerprint: str | None
     utterances: list[LabelledUtterance]
     problems: list[Problem]
-    label_task: str = ONE_VS_REST   # model.labels.label_task_from_card
+    label_task: str = ONE_VS_REST   # mer_data.shards.labels.label_task_from_card
 
 
 def read_shard_utterances(shards: Path) -> ShardUtterances:
     """The shards' utterances in index order, with their metadata and training targets.
 
     The index gives the order and where each sample is; the samples' own `json` members give the
-    metadata, so the targets are exactly the training loader's (`model.labels.targets`).
+    metadata, so the targets are exactly the training loader's (`mer_data.shards.labels.targets`).
     """
-    shards = Path(shards)
-    dataset = _read_json(shards / "dataset.json", "the dataset card; is it a finished `mer convert` folder?")
+    folder = ShardFolder(shards)
+    try:
+        dataset, index = folder.card, folder.index_rows(["key", "split", "shard", "position"])
+    except ShardFolderError as error:
+        raise CsdError(str(error)) from error
+    if dataset is None:
+        raise CsdError(f"{folder.path_of(CARD_NAME_OF_SHARDS)}: missing (the dataset card; is it a finished"
+                       f" `mer convert` folder?)")
     label_names = label_names_from_card(dataset)
-    index_path = shards / "index.parquet"
-    if not index_path.is_file():
-        raise CsdError(f"{index_path}: missing; is {shards} a finished `mer convert` folder?")
-    index = pq.read_table(index_path, columns=["key", "split", "shard", "position"]).to_pylist()
-    metadata = _sample_metadata(shards, index)
+    if index is None:
+        raise CsdError(f"{folder.path_of(INDEX_NAME)}: missing; is {shards} a finished `mer convert` folder?")
+    metadata = _sample_metadata(folder, index)
     utterances, problems = [], []
     for row in index:
         meta = metadata[row["key"]]
@@ -177,35 +182,21 @@ def read_shard_utterances(shards: Path) -> ShardUtterances:
                            utterances, problems, label_task_from_card(dataset))
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CsdError(f"{path}: missing ({what})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CsdError(f"{path}: unreadable: {error}") from error
-
-
-def _sample_metadata(shards: Path, index: list[dict]) -> dict[str, dict]:
+def _sample_metadata(folder: ShardFolder, index: list[dict]) -> dict[str, dict]:
     """key -> the sample's `json` member, reading only those members (tarfile seeks over media)."""
     keys_of: dict[str, set[str]] = defaultdict(set)
     for row in index:
         keys_of[row["shard"]].add(row["key"])
     metadata: dict[str, dict] = {}
     for shard, keys in sorted(keys_of.items()):
-        path = shards / shard
         try:
-            with tarfile.open(path, mode="r:") as tar:
-                for member in tar:
-                    key, _, extension = member.name.partition(".")
-                    if extension == "json" and key in keys:
-                        metadata[key] = json.loads(tar.extractfile(member).read())
-        except (OSError, tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CsdError(f"{path}: cannot read the samples' metadata: {error}") from error
+            metadata.update(folder.metadata(shard, keys))
+        except ShardFolderError as error:
+            raise CsdError(str(error)) from error
         missing = sorted(keys - set(metadata))
         if missing:
-            raise CsdError(f"{path}: index.parquet lists {len(missing)} sample(s) the shard does not hold"
-                           f" (e.g. {missing[0]})")
+            raise CsdError(f"{folder.path_of(shard)}: index.parquet lists {len(missing)} sample(s) the shard does not"
+                           f" hold (e.g. {missing[0]})")
     return metadata
 
 

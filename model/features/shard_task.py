@@ -3,8 +3,8 @@
     outcome = extract_shard(job, feats="FEATS", extractors={"audio": make_extractor("audio", "mfcc")},
                             specs={"audio": spec}, label_names=("angry", "happy", "neutral", "sad"))
 
-The task reads the shard's samples in order (the shard auditor's tar reader, which reports a damaged
-tar instead of raising), runs the chosen extractors (registry.py) on every sample and writes the part
+The task reads the shard's samples in order (mer_data/shards/samples.py, the tolerant reader: a damaged tar
+is reported, not raised), runs the chosen extractors (registry.py) on every sample and writes the part
 `FEATS/<split>/part-NNNNNN.parquet` numbered like its shard. A sample that cannot give a row (its
 media does not decode, its metadata is unreadable, its label is outside the label space, the tar is
 cut inside it) becomes a Problem instead; the shard's outcome (rows, empty sequences, problems)
@@ -17,7 +17,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mer_data.records import Problem
 from model.features.registry import Extractor
@@ -71,21 +70,13 @@ class ShardOutcome:
 
 def failed_shard(job: ShardJob, reason: str) -> ShardOutcome:
     """Every sample of the shard rejected with `reason`; no part (a rerun tries again)."""
-    keys = job.expected_keys if job.expected_keys is not None else _tar_keys(Path(job.path))
+    from mer_data.shards.samples import sample_keys
+
+    keys = job.expected_keys if job.expected_keys is not None else sample_keys(job.path)
     problems = [Problem(file=job.name, line=None, reason=reason, utterance=key, stage=STAGE) for key in keys]
     if not problems:
         problems = [Problem(file=job.name, line=None, reason=reason, utterance=None, stage=STAGE)]
     return ShardOutcome(job.name, job.split, None, problems=problems)
-
-
-def _tar_keys(path: Path) -> list[str]:
-    import tarfile
-
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            return list(dict.fromkeys(name.partition(".")[0] for name in tar.getnames()))
-    except (tarfile.TarError, OSError):
-        return []
 
 
 def extract_shard(job: ShardJob, *, feats: str, extractors: dict[str, Extractor], specs: dict[str, ModalitySpec],
@@ -94,13 +85,13 @@ def extract_shard(job: ShardJob, *, feats: str, extractors: dict[str, Extractor]
 
     `extractors` and `specs`: per modality, in name order (the table's column order), the extractor
     and what the card records of it (made once by the caller: a spec may load an encoder's config)."""
-    from mer_data.validation.shard_audit import read_shard_samples
+    from mer_data.shards.samples import read_samples
 
     _one_thread_per_worker()
     findings: list = []
     rows, problems, seen = [], [], set()
     seconds: Counter = Counter()
-    for sample in read_shard_samples(Path(job.path), findings):
+    for sample in read_samples(job.path, findings.append):
         seen.add(sample.key)
         row, problem = sample_row(sample, job, extractors, specs, label_names, seconds)
         if problem is not None:
@@ -147,9 +138,9 @@ def _tar_problems(job: ShardJob, findings: list, seen: set[str]) -> list[Problem
 
 def sample_row(sample, job: ShardJob, extractors: dict[str, Extractor], specs: dict[str, ModalitySpec],
                label_names: tuple[str, ...], seconds: Counter) -> tuple[dict | None, Problem | None]:
-    """The table row of one sample (mer_data.validation.shard_audit.read_shard_samples), or the problem
+    """The table row of one sample (mer_data.shards.samples.read_samples), or the problem
     that stops it."""
-    from model.labels import LabelError, targets
+    from mer_data.shards.labels import LabelError, targets
 
     def rejected(reason: str) -> tuple[None, Problem]:
         return None, Problem(file=job.name, line=None, reason=reason, utterance=sample.key, stage=STAGE)

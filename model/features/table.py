@@ -21,7 +21,7 @@ One row per utterance. Columns, in this order:
     speaker   string (nullable)
     start     float64 (nullable)     the utterance interval in the recording, seconds
     end       float64 (nullable)
-    target    list<float32>[C]       the training target over the card's label_names (model/labels.py)
+    target    list<float32>[C]       the training target over the card's label_names (mer_data/shards/labels.py)
     <m>       list<fixed_size_list<float32>[D_m]>   the sequence of modality m, one vector per step
     <m>_times list<float32> (nullable)              each step's time in seconds from the utterance
                                      start (the centre of its analysis window); null where steps have
@@ -48,11 +48,11 @@ import pyarrow.parquet as pq
 import mer_data
 import schemas
 from mer_data.shards.atomic import atomic_path, atomic_write_text
+from mer_data.shards.layout import SPLITS
 
 CARD_NAME = "features.json"
 ERRORS_NAME = "errors.jsonl"
 EXTRACTION_TIMING_NAME = "extraction.json"
-SPLITS = ("train", "valid", "test")
 ROLES = ("t", "a", "v")
 LEADING_COLUMNS: dict[str, pa.DataType] = {
     "id": pa.string(),

@@ -9,11 +9,12 @@ CMU-MOSEI: the six emotions happy sad anger surprise disgust fear, multi-hot (pr
 intensity is > 0), exactly as the converter writes `label.multi_hot`.
 The sentiment task (CMU-MOSEI only, `mer train --task sentiment`): one regression target, the
 label's `sentiment` in [-3, 3], under the single label name "sentiment" (SENTIMENT_LABELS).
+
+The label space of a shard folder is ShardFolder.label_space (mer_data/shards/folder.py); of the
+sources a run names (files, patterns, URLs), model.data.label_space_of.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -67,18 +68,6 @@ def _protocol_of(classes):
         return parse_classes(classes)
     except ProtocolError as error:
         raise LabelError(f"the dataset card's options.classes {classes!r}: {error}") from error
-
-
-def read_label_names(dataset_json: str | Path) -> tuple[str, ...]:
-    """`label_names_from_card` of a dataset.json file."""
-    return label_names_from_card(_read_card(Path(dataset_json)))
-
-
-def _read_card(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise LabelError(f"{path}: cannot read the dataset card: {error}") from error
 
 
 def targets(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
@@ -137,97 +126,3 @@ def check_task(task: str, corpus: str | None, where: str) -> None:
     if task == "sentiment" and corpus != "mosei":
         raise LabelError(f"{where}: --task sentiment needs CMU-MOSEI data (a sentiment score per utterance);"
                          f" this is {corpus or 'an unknown corpus'}")
-
-
-def label_space_of(sources, *, allow_command_urls: bool = False) -> tuple[str, tuple[str, ...]]:
-    """(corpus, label names) of the shards named by `sources` (as model.data.resolve_shards takes).
-
-    From the dataset card (dataset.json) beside the first local shard or inside the first directory;
-    where there is none (URLs, loose shards), the corpus of the first sample and its default label space.
-    A URL that runs a command to open is refused unless `allow_command_urls` (model/shard_check.py).
-    """
-    card, first_shard = _card_of(sources, allow_command_urls=allow_command_urls)
-    if card is not None:
-        return card.get("corpus"), label_names_from_card(card)
-    if first_shard is None:
-        sources = [sources] if isinstance(sources, (str, Path)) else sources
-        raise LabelError(f"no shard in {', '.join(map(str, sources))} to read the label space from")
-    return _label_space_of_first_sample(first_shard)
-
-
-def label_task_of(sources, *, allow_command_urls: bool = False) -> str:
-    """How the label space of the shards named by `sources` trains (`label_task_from_card`); shards
-    without a card have their corpus's default label space, which trains one-vs-rest."""
-    from mer_data.corpora.label_protocol import ONE_VS_REST
-
-    card, _ = _card_of(sources, allow_command_urls=allow_command_urls)
-    return ONE_VS_REST if card is None else label_task_from_card(card)
-
-
-def _card_of(sources, *, allow_command_urls: bool) -> tuple[dict[str, Any] | None, str | None]:
-    """(the dataset card beside the first local shard or inside the first directory, or None; the first
-    shard seen, or None)."""
-    import glob
-    import os
-
-    import webdataset as wds
-
-    from model.shard_check import check_source_safety, is_storage
-
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    check_source_safety(map(str, sources), allow_command_urls=allow_command_urls)
-    first_shard = None
-    for source in map(str, sources):
-        expanded = wds.shardlists.expand_urls(source) if "{" in source else [source]
-        candidate = expanded[0]
-        if is_storage(candidate):
-            card, shard = _card_in_storage(candidate)
-            if card is not None:
-                return card, first_shard
-            first_shard = first_shard or shard
-            continue
-        if os.path.isdir(candidate):
-            card = Path(candidate) / "dataset.json"
-            shards = sorted(glob.glob(os.path.join(glob.escape(candidate), "*.tar")))
-        else:
-            card = Path(os.path.dirname(candidate) or ".") / "dataset.json"
-            shards = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
-        if card.is_file():
-            return _read_card(card), first_shard
-        first_shard = first_shard or (shards[0] if shards else None)
-    return None, first_shard
-
-
-def _card_in_storage(candidate: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the dataset card of a storage folder or of a shard's folder, or None; its first shard)."""
-    from mer_data import storage
-
-    folder = storage.parent_url(candidate) if candidate.endswith(".tar") else candidate.rstrip("/")
-    data = storage.read_bytes(storage.join(folder, "dataset.json"))
-    if data is not None:
-        try:
-            return json.loads(data), None
-        except ValueError as error:
-            raise LabelError(f"{storage.join(folder, 'dataset.json')}: unreadable dataset card: {error}") from error
-    if candidate.endswith(".tar"):
-        return None, candidate
-    shards = [name for name in storage.child_names(folder) if name.endswith(".tar")]
-    return None, storage.join(folder, shards[0]) if shards else None
-
-
-def _label_space_of_first_sample(shard: str) -> tuple[str, tuple[str, ...]]:
-    import webdataset as wds
-
-    from model.shard_check import check_is_tar, command_scheme
-
-    if command_scheme(shard) is None and Path(shard).is_file():
-        check_is_tar(shard)
-
-    from model.data import _TarSamples
-
-    for sample in wds.DataPipeline(wds.SimpleShardList([shard]), _TarSamples()):
-        if "json" in sample:
-            corpus = json.loads(sample["json"]).get("corpus")
-            return corpus, default_label_names(corpus)
-    raise LabelError(f"{shard}: no sample with metadata to read the label space from")
