@@ -110,8 +110,8 @@ def plan_dialogs(raw: Path) -> list[Dialog]:
     (the six classes) at the same intervals.
     """
     from mer_data.media.video import VideoSource
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
 
     plan = plan_iemocap(raw, ConvertOptions(corpus="iemocap", split=SPLIT))
     dialogs = []
@@ -255,15 +255,15 @@ def floor_run(dialogs: list[Dialog], out: Path) -> int:
 def run_mer_cli(args: list[str], phases_path: Path) -> None:
     """`mer <args>` exactly as the console script runs it, timing plan / cluster / media / pack.
 
-    The timers wrap module attributes that `pipelines.convert` and its task runner (pipelines/runner.py)
+    The timers wrap module attributes that `mer_data.pipelines.convert` and its task runner (pipelines/runner.py)
     look up at call time; they change nothing else. "media" is the task map on a running cluster;
     "cluster" is the rest of the Dask part (start-up and shut-down of the LocalCluster). A name that is
     missing is simply not timed.
     """
     import atexit
 
-    import pipelines.convert as convert
-    import pipelines.runner as runner
+    import mer_data.pipelines.convert as convert
+    import mer_data.pipelines.runner as runner
 
     phases: dict[str, float] = {}
 
@@ -438,7 +438,7 @@ def child_ours_one_dialog(dialogs_json: Path, out: Path, dialog: str) -> None:
     """One worker's media work on one dialog: what a Dask task runs, without the cluster."""
     from mer_data.media.cut import cut_recording
     from mer_data.records import CutRequest
-    from pipelines.recording_task import use_one_opencv_thread
+    from mer_data.pipelines.recording_task import use_one_opencv_thread
 
     use_one_opencv_thread()  # as the Dask task does
     d = next(d for d in load_dialogs(dialogs_json) if d.name == dialog)

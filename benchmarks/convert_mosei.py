@@ -5,7 +5,7 @@ Two synthetic CMU-MOSEI videos (`mer_data.synth.mosei`, its long-video mechanism
 unit repeated), 1280x720 at 30000/1001 fps, one of ~1 minute and one of ~10 minutes, each with
 the same 10 labelled segments (5 at the start, 5 at the end). On each, in a fresh process:
 
-  ours        what one Dask task of `mer convert mosei` runs on a video (pipelines.recording_task.
+  ours        what one Dask task of `mer convert mosei` runs on a video (mer_data.pipelines.recording_task.
               run_recording: probe, one streaming ffmpeg graph, FLAC/MP4 cuts downscaled to 360 rows,
               faces every 500 ms, metadata, staging), with the converter's defaults;
   reference   the published preparation (Dai et al. 2021, preprocessing/preprocess_mosei.ipynb):
@@ -78,8 +78,8 @@ def ensure_video(folder: Path, minutes: float, width: int, height: int) -> Path:
 
 def video_job(raw: Path):
     """The conversion job of the release's one video, as `mer convert mosei --split random:0` plans it."""
-    from pipelines.convert import plan_mosei
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_mosei
+    from mer_data.pipelines.options import ConvertOptions
 
     options = ConvertOptions(corpus="mosei", split="random:0", classes=("all",), max_height=360)
     (job,) = plan_mosei(raw, options).jobs
@@ -91,7 +91,7 @@ def video_job(raw: Path):
 
 
 def child_ours(raw: Path, out: Path) -> None:
-    from pipelines.recording_task import run_recording
+    from mer_data.pipelines.recording_task import run_recording
 
     job, options = video_job(raw)
     outcome = run_recording(job, str(out), options)

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from benchmarks.sparse_vs_dense import LABELS, extraction_step, time_interleaved
-from model.data import Batch
-from model.flops import feature_extraction_flops
-from model.architectures import build_model
-from model.text import load_tokenizer
+from mer_data.model.data import Batch
+from mer_data.model.flops import feature_extraction_flops
+from mer_data.model.architectures import build_model
+from mer_data.model.text import load_tokenizer
 
 # Dai et al. 2021, feature-extraction GFLOPs of MESM by top-p; FE2E's is 8.65.
 PAPER_FE2E_GFLOPS = 8.65

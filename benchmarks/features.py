@@ -68,8 +68,8 @@ def ensure_shards(given: str | None) -> Path:
     if (shards / "dataset.json").is_file():
         return shards
     from mer_data.synth.iemocap import synth_iemocap
-    from pipelines.convert import plan_iemocap, run_conversion
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap, run_conversion
+    from mer_data.pipelines.options import ConvertOptions
 
     print(f"{DEFAULT_SHARDS} is absent: generating the demo corpus in {WORK / 'corpus'} ...", flush=True)
     raw = synth_iemocap(WORK / "corpus" / "raw", seed=0, progress=False)
@@ -99,7 +99,7 @@ def extractor_costs(shards: Path, count: int, idle_wait: float) -> dict[str, dic
     import torch
     import webdataset as wds
 
-    from model.features.registry import MODALITIES, extractor_names, make_extractor
+    from mer_data.model.features.registry import MODALITIES, extractor_names, make_extractor
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -181,7 +181,7 @@ def medians(runs: list[dict]) -> dict[int, dict]:
 
 
 def main() -> None:
-    from model.features.registry import extractor_choices
+    from mer_data.model.features.registry import extractor_choices
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,6 +1,6 @@
 """Benchmark: our streaming shard loader against loaders of the published layout, and the model's appetite.
 
-  ours                    model.data: webdataset over the shards, FLAC -> log-mel chunks (torch.stft),
+  ours                    mer_data.model.data: webdataset over the shards, FLAC -> log-mel chunks (torch.stft),
                           MP4 -> face crops (OpenCV, sequential decode up to the last kept frame, the
                           boxes stored by the converter), texts tokenized per batch.
   reference_as_published  the published approach (Dai et al. 2021): one folder per utterance holding
@@ -81,10 +81,10 @@ cv2.setNumThreads(1)
 from mer_data.media.faces import detect_face  # noqa: E402
 from mer_data.shards.labels import targets  # noqa: E402
 from mer_data.shards.layout import SPLITS  # noqa: E402
-from model import audio as mel  # noqa: E402
-from model.data import (_Collate, _limit_worker_threads, DecodedSample, decode_sample, loader_over,  # noqa: E402
+from mer_data.model import audio as mel  # noqa: E402
+from mer_data.model.data import (_Collate, _limit_worker_threads, DecodedSample, decode_sample, loader_over,  # noqa: E402
                         label_space_of, make_dataset, resolve_shards)
-from model.frames import Box, frame_plan, normalise_crops, square_crop  # noqa: E402
+from mer_data.model.frames import Box, frame_plan, normalise_crops, square_crop  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_busy_seconds, wait_until_idle  # noqa: E402
@@ -311,7 +311,7 @@ def consumption(loader_make, names, text_encoder: str | None, batches: int) -> d
 
     The batches are loaded first, so that the model has every core to itself while it is timed.
     """
-    from model.architectures import build_model
+    from mer_data.model.architectures import build_model
 
     loaded = []
     for batch in loader_make():
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-encoder", default=None, help="for the model's consumption (default: bundled MiniLM)")
     args = parser.parse_args(argv)
 
-    from model.text import load_tokenizer
+    from mer_data.model.text import load_tokenizer
 
     shards = [shard for split in SPLITS for shard in _split_shards(args.shards, split)]
     names = label_space_of(shards)[1]
@@ -457,7 +457,7 @@ def _folder_mb(path: Path) -> float:
 def _nets_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("model.nets") is not None
+    return importlib.util.find_spec("mer_data.model.nets") is not None
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:

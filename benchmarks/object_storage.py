@@ -125,7 +125,7 @@ def main() -> None:
     repeats = options.repeats or (1 if options.quick else 2)
     SCRATCH.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
-    from model.text import write_tiny_text_encoder
+    from mer_data.model.text import write_tiny_text_encoder
 
     raw = make_corpus(options.dialogs or (1 if options.quick else 2))
     encoder = write_tiny_text_encoder(SCRATCH / "encoder")

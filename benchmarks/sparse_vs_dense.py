@@ -69,10 +69,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.data import Batch  # noqa: E402
-from model.flops import feature_extraction_flops, text_encoder_flops  # noqa: E402
-from model.architectures import build_model  # noqa: E402
-from model.text import load_tokenizer  # noqa: E402
+from mer_data.model.data import Batch  # noqa: E402
+from mer_data.model.flops import feature_extraction_flops, text_encoder_flops  # noqa: E402
+from mer_data.model.architectures import build_model  # noqa: E402
+from mer_data.model.text import load_tokenizer  # noqa: E402
 
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
 
@@ -111,8 +111,8 @@ def trained_models_and_batch(args):
     weights where they share names, and the first batch of the run's shards' --split, in file order."""
     from dataclasses import replace
 
-    from model.evaluate import load_run
-    from model.train import make_loader, make_model, tokenizer_for
+    from mer_data.model.evaluate import load_run
+    from mer_data.model.train import make_loader, make_model, tokenizer_for
 
     config, sparse, epoch = load_run(Path(args.run), shards=args.shards, device="cpu", workers=0)
     if config.model != "mesm" or set(config.modalities) != set("tav"):
@@ -156,7 +156,7 @@ def extraction_step(model, batch, text_vector: torch.Tensor) -> None:
 def dense_part_times(model, batch, rounds: int) -> dict[str, dict[str, float]]:
     """{modality: {"stem": s, "block1": s, ...}}: median CPU time of forward+backward of each part of
     FE2E's extractors on its own (the stem on the batch's images, each block on its predecessor's output)."""
-    from model.extractors import channels_last_strides
+    from mer_data.model.extractors import channels_last_strides
 
     def median_cpu(step) -> float:
         step()

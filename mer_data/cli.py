@@ -2,14 +2,14 @@
 
     mer synth iemocap OUT        -> mer_data.synth.iemocap.synth_iemocap
     mer synth mosei OUT          -> mer_data.synth.mosei.synth_mosei
-    mer convert iemocap RAW OUT  -> pipelines.convert.plan_iemocap + run_conversion
-    mer convert mosei RAW OUT    -> pipelines.convert.plan_mosei + run_conversion
-    mer validate PATH            -> pipelines.validate.validate
-    mer train SHARDS --out RUN   -> model.train.train
-    mer evaluate RUN             -> model.evaluate.evaluate
-    mer features SHARDS FEATS    -> pipelines.features.extract_features
-    mer features import-csd ..   -> model.features.csd.import_csd
-    mer compare RUN..            -> model.compare.compare_runs
+    mer convert iemocap RAW OUT  -> mer_data.pipelines.convert.plan_iemocap + run_conversion
+    mer convert mosei RAW OUT    -> mer_data.pipelines.convert.plan_mosei + run_conversion
+    mer validate PATH            -> mer_data.pipelines.validate.validate
+    mer train SHARDS --out RUN   -> mer_data.model.train.train
+    mer evaluate RUN             -> mer_data.model.evaluate.evaluate
+    mer features SHARDS FEATS    -> mer_data.pipelines.features.extract_features
+    mer features import-csd ..   -> mer_data.model.features.csd.import_csd
+    mer compare RUN..            -> mer_data.model.compare.compare_runs
     mer demo                     -> all of them, on an embedded synthetic default
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import mer_data
 # The option dataclasses and the model kinds: the options below show and use their defaults and names
 # (default_of), so each is declared once. None of these modules imports torch, dask or the media stack.
 from mer_data.validation.options import ValidateOptions
-from model.config import TrainConfig
-from model.features.registry import extractor_choices
-from model.kinds import BASELINE_KINDS, KIND_NAMES
-from pipelines.options import ConvertOptions, FeatureOptions
+from mer_data.model.config import TrainConfig
+from mer_data.model.features.registry import extractor_choices
+from mer_data.model.kinds import BASELINE_KINDS, KIND_NAMES
+from mer_data.pipelines.options import ConvertOptions, FeatureOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
 EXIT_REJECTED = 3
@@ -419,7 +419,7 @@ def convert_iemocap_command(raw, out, split, classes, frame_interval_ms, workers
       mer convert iemocap raw/ shards/ --scheduler tcp://10.0.0.5:8786
       mer convert iemocap raw/ s3://bucket/shards      # object storage: docs/at-scale.md
     """
-    from pipelines.convert import plan_iemocap
+    from mer_data.pipelines.convert import plan_iemocap
 
     options = ConvertOptions(corpus="iemocap", split=split, classes=_classes(classes),
                              frame_interval_ms=frame_interval_ms, shard_max_bytes=_bytes(shard_max_bytes),
@@ -447,7 +447,7 @@ def convert_mosei_command(raw, out, split, labels, max_height, frame_interval_ms
       mer convert mosei CMU_MOSEI/Raw shards/ --split sdk
       mer convert mosei CMU_MOSEI/ shards/ --labels mturk --max-height 240
     """
-    from pipelines.convert import plan_mosei
+    from mer_data.pipelines.convert import plan_mosei
 
     options = ConvertOptions(corpus="mosei", split=split, classes=("all",), frame_interval_ms=frame_interval_ms,
                              shard_max_bytes=_bytes(shard_max_bytes), shard_max_count=shard_max_count,
@@ -464,7 +464,7 @@ def _plan_and_run(make_plan, out, options, workers, scheduler, overwrite, quiet)
 
 
 def _run(plan, out, options, workers, scheduler, overwrite, quiet):
-    from pipelines.convert import run_conversion
+    from mer_data.pipelines.convert import run_conversion
 
     click.echo(f"{plan.corpus}: {plan.utterance_count} utterances in {len(plan.jobs)} recordings to convert; "
                f"{len(plan.excluded)} excluded by class, {len(plan.problems)} rejected while reading", err=True)
@@ -645,7 +645,7 @@ def train_command(shards, model_kind, modalities, task, sentiment_loss, top_p, t
       mer train --resume runs/fe2e          # continue a killed or finished run
       mer train s3://bucket/shards --out runs/fe2e   # streamed from object storage
     """
-    from model.train import TrainConfig, train
+    from mer_data.model.train import TrainConfig, train
 
     if bool(run) == bool(resume_run):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
@@ -734,9 +734,9 @@ def evaluate_command(run, shards, split, epoch, device, workers, top_p, quiet, a
 
 def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, top_p=None, allow_partial=False,
                         allow_command_urls=False):
-    from model.checkpoint import evaluation_folder
-    from model.evaluate import evaluate
-    from model.report import terminal_table
+    from mer_data.model.checkpoint import evaluation_folder
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.report import terminal_table
 
     metrics = evaluate(run, shards=shards, split=split, device=device, workers=workers, epoch=epoch,
                        progress=show_progress(quiet), top_p=top_p, allow_partial=allow_partial,
@@ -749,7 +749,7 @@ def _evaluate_and_print(run, shards, split, epoch, device, quiet, workers=None, 
 
 def is_main_process() -> bool:
     """False in the processes other than rank 0 of a torchrun job (model/distributed.py)."""
-    from model.distributed import is_main
+    from mer_data.model.distributed import is_main
 
     return is_main()
 
@@ -825,7 +825,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, t
       mer features shards/ feats-mfcc/ --audio mfcc --visual none --text none --workers 2
       mer features shards/ feats/ --text-encoder bert-base-uncased --scheduler tcp://10.0.0.5:8786
     """
-    from pipelines.features import extract_features
+    from mer_data.pipelines.features import extract_features
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
@@ -847,7 +847,7 @@ def features_extract_command(shards, feats, audio, visual, text, text_encoder, t
 @_quiet_option("No progress messages.")
 def features_import_csd_command(files, feats, shards, roles, overwrite, quiet):
     """Import CMU Multimodal SDK computational sequences (.csd: COVAREP, FACET, GloVe, ...) into FEATS."""
-    from model.features.csd import import_csd
+    from mer_data.model.features.csd import import_csd
 
     report = import_csd(list(files), feats, shards=shards, roles=_roles(roles), overwrite=overwrite,
                         log=_log_lines(quiet))
@@ -885,7 +885,7 @@ def compare_command(runs, split, out, quiet):
       mer compare runs/fe2e runs/mesm runs/lf-rnn runs/lf-transformer --out comparison/
       mer compare runs/fe2e-* --split valid
     """
-    from model.compare import compare_runs
+    from mer_data.model.compare import compare_runs
 
     comparison = compare_runs(list(runs), split=split, out=out)
     click.echo(comparison.markdown)
@@ -930,7 +930,7 @@ def validate_command(path, json_path, html_path, strict, workers, scheduler, av_
     """
     from mer_data.validation import ValidateOptions
     from mer_data.validation.summary import render_summary
-    from pipelines.validate import NotAValidationTarget, validate
+    from mer_data.pipelines.validate import NotAValidationTarget, validate
 
     if workers and scheduler:
         raise click.UsageError("give --workers or --scheduler, not both")
@@ -995,7 +995,7 @@ def demo(out, workers, seed, epochs, baseline_epochs, quiet):
     comparison of all three (OUT/compare/compare.md and compare.html).
     """
     from mer_data.synth.iemocap import synth_iemocap
-    from pipelines.convert import plan_iemocap
+    from mer_data.pipelines.convert import plan_iemocap
 
     workers = workers or os.cpu_count()
     raw = synth_iemocap(out / "raw", seed=seed, progress=show_progress(quiet))
@@ -1022,7 +1022,7 @@ def _log_lines(quiet: bool, prefix: str = ""):
 def _demo_validate(shards: Path, out: Path, workers: int, quiet: bool) -> None:
     from mer_data.validation import ValidateOptions
     from mer_data.validation.summary import render_summary
-    from pipelines.validate import validate
+    from mer_data.pipelines.validate import validate
 
     data = validate(shards, ValidateOptions(), workers=workers, progress=show_progress(quiet)).to_dict()
     click.echo(render_summary(data))
@@ -1038,7 +1038,7 @@ def _fresh_run_folder(run: Path) -> None:
 
 
 def _demo_train(shards: Path, run: Path, epochs: int, seed: int, quiet: bool) -> None:
-    from model.train import TrainConfig, train
+    from mer_data.model.train import TrainConfig, train
 
     _fresh_run_folder(run)
     config = TrainConfig(shards=[str(shards)], model="fe2e", modalities="tav", epochs=epochs, seed=seed)
@@ -1048,7 +1048,7 @@ def _demo_train(shards: Path, run: Path, epochs: int, seed: int, quiet: bool) ->
 
 
 def _demo_features(shards: Path, feats: Path, workers: int, quiet: bool) -> Path:
-    from pipelines.features import extract_features
+    from mer_data.pipelines.features import extract_features
 
     report = extract_features(shards, feats, FeatureOptions(), workers=workers, overwrite=True,
                               progress=show_progress(quiet))
@@ -1058,8 +1058,8 @@ def _demo_features(shards: Path, feats: Path, workers: int, quiet: bool) -> Path
 
 
 def _demo_train_baseline(feats: Path, run: Path, kind: str, epochs: int, seed: int, quiet: bool) -> Path:
-    from model.evaluate import evaluate
-    from model.train import TrainConfig, train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import TrainConfig, train
 
     _fresh_run_folder(run)
     config = TrainConfig(shards=[str(feats)], model=kind, modalities="tav", epochs=epochs, seed=seed)
@@ -1069,7 +1069,7 @@ def _demo_train_baseline(feats: Path, run: Path, kind: str, epochs: int, seed: i
 
 
 def _demo_compare(runs: list[Path], out: Path) -> None:
-    from model.compare import compare_runs
+    from mer_data.model.compare import compare_runs
 
     comparison = compare_runs(runs, split="test", out=out)
     click.echo(comparison.markdown)

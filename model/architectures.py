@@ -11,10 +11,10 @@ from dataclasses import asdict
 
 from torch import nn
 
-from model.dai2021 import DAI2021_NETS, Dai2021Architecture
-from model.kinds import ARCHITECTURES
-from model.nets import COMPACT_NETS, Architecture, NetConfig, canonical_modalities
-from model.text import load_text_encoder
+from mer_data.model.dai2021 import DAI2021_NETS, Dai2021Architecture
+from mer_data.model.kinds import ARCHITECTURES
+from mer_data.model.nets import COMPACT_NETS, Architecture, NetConfig, canonical_modalities
+from mer_data.model.text import load_text_encoder
 
 
 def model_classes(arch: str) -> dict:

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from model.kinds import BASELINE_KINDS
-from model.nets import ModelOutput, canonical_modalities, dataclass_from_options, sinusoidal_positions
+from mer_data.model.kinds import BASELINE_KINDS
+from mer_data.model.nets import ModelOutput, canonical_modalities, dataclass_from_options, sinusoidal_positions
 
 
 

@@ -1,6 +1,6 @@
 """What the loaders' batch dataclasses share: moving every tensor field to a device or pinned memory.
 
-`model.data.Batch` (end to end) and `model.features.loader.FeatureBatch` (baselines) inherit it; the
+`mer_data.model.data.Batch` (end to end) and `mer_data.model.features.loader.FeatureBatch` (baselines) inherit it; the
 training loop only needs `to`, `len`, `ids` and `targets` of either.
 """
 from __future__ import annotations

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from model import checkpoint as ckpt
-from model.kinds import display_name
-from model.shard_check import data_changes
-from model.report import (CORPUS_TITLES, METRICS_JSON, OVERALL_LABELS, PLAIN_NUMBER_METRICS, format_figure,
+from mer_data.model import checkpoint as ckpt
+from mer_data.model.kinds import display_name
+from mer_data.model.shard_check import data_changes
+from mer_data.model.report import (CORPUS_TITLES, METRICS_JSON, OVERALL_LABELS, PLAIN_NUMBER_METRICS, format_figure,
                           is_lower_better, is_single_label, metric_headers)
 
 MEAN = "mean"
@@ -193,14 +193,14 @@ def load_metrics(run: Path, split: str) -> dict:
         if missing:
             raise ValueError(f"{path}: not a `mer evaluate` result (no {', '.join(missing)}); rerun `mer evaluate`")
         return metrics
-    from model.evaluate import evaluate
+    from mer_data.model.evaluate import evaluate
 
     return evaluate(run, split=split, progress=False)
 
 
 def _profile_or_reason(run: Path, split: str) -> tuple[dict | None, list[str]]:
     """The run's profile, or None and why (e.g. its data folder is gone): the metrics still compare."""
-    from model.profile import profile_run
+    from mer_data.model.profile import profile_run
 
     try:
         return profile_run(run, split=split), []

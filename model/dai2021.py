@@ -1,6 +1,6 @@
 """The published networks of Dai et al. (NAACL 2021) as the authors' code builds them: arch "dai2021".
 
-`model.architectures.build_model(kind, ..., arch="dai2021")` builds these; the compact nets (model/nets.py) stay the default.
+`mer_data.model.architectures.build_model(kind, ..., arch="dai2021")` builds these; the compact nets (model/nets.py) stay the default.
 
 Per face crop [3, 48, 48] and per acoustic chunk [1, 128, 32] (128-band power mel, 32 frames), one
 CNN per modality (`PublishedCNN`):
@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.extractors import channels_last_strides
-from model.nets import EndToEndModel, SparseExtraction, dataclass_from_options, pad_by_counts
-from model.sparse import (ActiveSet, SparseBatchNorm, SparseMap, SubmanifoldConv2d, gather_sites,
+from mer_data.model.extractors import channels_last_strides
+from mer_data.model.nets import EndToEndModel, SparseExtraction, dataclass_from_options, pad_by_counts
+from mer_data.model.sparse import (ActiveSet, SparseBatchNorm, SparseMap, SubmanifoldConv2d, gather_sites,
                           nucleus_by_image, softmax_by_image, sparse_max_pool2d, top_p_mask)
 
 INPUT_SHAPES = {"v": (3, 48, 48), "a": (1, 128, 32)}    # face crop; 128 mel bands x 32 frames

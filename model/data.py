@@ -36,14 +36,14 @@ import torch
 import webdataset as wds
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
-from model.audio import LOGMEL64, check_frontend, mel_chunks
-from model.batches import TensorFields
-from model.frames import DEFAULT_CROP_SIZE, IMAGENET, check_face_normalisation, face_crops
+from mer_data.model.audio import LOGMEL64, check_frontend, mel_chunks
+from mer_data.model.batches import TensorFields
+from mer_data.model.frames import DEFAULT_CROP_SIZE, IMAGENET, check_face_normalisation, face_crops
 from mer_data.shards.folder import ShardFolder
 from mer_data.shards.labels import LabelError, default_label_names
 from mer_data.shards.labels import targets as label_targets
 from mer_data.shards.layout import shard_split
-from model.shard_check import (ShardCheckError, SplitExpectation, check_is_tar, check_source_safety, command_scheme,
+from mer_data.model.shard_check import (ShardCheckError, SplitExpectation, check_is_tar, check_source_safety, command_scheme,
                                expect_split, is_storage, sample_problem, warn)
 
 MEMBERS = ("json", "txt", "flac", "mp4")
@@ -225,7 +225,7 @@ class DecodedSample:
 def decode_sample(sample: dict[str, Any], *, label_names: Sequence[str], frame_interval_ms: int | None,
                   crop_size: int, audio_frontend: str = LOGMEL64, face_normalisation: str = IMAGENET) -> DecodedSample:
     """One raw webdataset sample (member bytes by extension) -> its decoded tensors and target
-    (`audio_frontend`: model.audio.AUDIO_FRONTENDS; `face_normalisation`: model.frames.FACE_NORMALISATIONS)."""
+    (`audio_frontend`: mer_data.model.audio.AUDIO_FRONTENDS; `face_normalisation`: mer_data.model.frames.FACE_NORMALISATIONS)."""
     key = sample.get("__key__", "<no key>")
     where = f"{key} (in {sample.get('__url__', '?')})"
     missing = [member for member in MEMBERS if member not in sample]

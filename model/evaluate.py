@@ -13,7 +13,7 @@ so the run's own eval-<split>/ (which `mer compare` reads) is left as it is.
 The same for the two-phase baselines (lf-rnn, lf-transformer): the `shards` argument then names a
 FEATS folder, and the normalisation statistics come from the checkpoint (the training split's).
 
-A sentiment run (`--task sentiment`) is scored by model.metrics.sentiment_metrics on the evaluated
+A sentiment run (`--task sentiment`) is scored by mer_data.model.metrics.sentiment_metrics on the evaluated
 split alone (nothing is tuned on validation): MAE, Pearson r, Acc-2 (has0 and non0) with their
 weighted F1, Acc-7 and Acc-5; scores.parquet then holds each utterance's prediction and target.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from model import checkpoint as ckpt
-from model import distributed
-from model.kinds import is_feature_model
-from model.shard_check import PARTIAL_FLAG
-from model.train import (_no_bar, _progress_bar, evaluate_predictions, make_loader, make_model,
+from mer_data.model import checkpoint as ckpt
+from mer_data.model import distributed
+from mer_data.model.kinds import is_feature_model
+from mer_data.model.shard_check import PARTIAL_FLAG
+from mer_data.model.train import (_no_bar, _progress_bar, evaluate_predictions, make_loader, make_model,
                          pass_notes, predict, read_run_config, tokenizer_for)
 
 
@@ -73,7 +73,7 @@ def evaluate(run: Path, *, shards: list[str] | None = None, split: str = "test",
     The data is the run's (its stored absolute locations; a warning to `log`, default stderr, when it
     changed since training) or `shards`. `allow_command_urls` applies to `shards` only, never to the
     stored locations; `allow_partial`: see model/shard_check.py (recorded in metrics["run"])."""
-    from model.report import write_report
+    from mer_data.model.report import write_report
     distributed.start()
     if not distributed.is_main():   # under torchrun: every process predicts its share, rank 0 writes and prints
         log, progress = (lambda message: None), False

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.sparse import (ActiveSet, SparseBatchNorm, SparseMap, SubmanifoldConv2d, gather_sites,
+from mer_data.model.sparse import (ActiveSet, SparseBatchNorm, SparseMap, SubmanifoldConv2d, gather_sites,
                           global_average_pool, sparse_max_pool2d, top_p_mask)
 
 

@@ -15,7 +15,7 @@ the text vector attends over the positions of the first CNN block's maps, top-p 
 with p of the attention mass, and the later blocks run sparsely on those. MESM needs the text
 vector, so its modalities must include "t".
 
-`model.architectures.build_model` loads the text encoder by name or path and records a `NetConfig`
+`mer_data.model.architectures.build_model` loads the text encoder by name or path and records a `NetConfig`
 (plain JSON types, `model.config.to_dict()`); `build_model_from_config` rebuilds the same net from it.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from model.extractors import CNNExtractor, SparseCNNExtractor
-from model.text import cls_vector, text_hidden_size
+from mer_data.model.extractors import CNNExtractor, SparseCNNExtractor
+from mer_data.model.text import cls_vector, text_hidden_size
 
 MODALITY_ORDER = "tav"
 IMAGE_CHANNELS = {"v": 3, "a": 1}     # face crops are RGB, log-mel chunks one channel

@@ -36,7 +36,7 @@ def pos_weight_from_targets(targets: np.ndarray, label_names: Sequence[str], whe
 
 def training_targets(config, *, allow_command_urls: bool = False) -> np.ndarray:
     """float32 [N, C] targets of the run's training split (shards or, for a baseline, FEATS)."""
-    from model.kinds import is_feature_model
+    from mer_data.model.kinds import is_feature_model
 
     if is_feature_model(config.model):
         return _feature_targets(config)
@@ -47,7 +47,7 @@ def _shard_targets(config, *, allow_command_urls: bool) -> np.ndarray:
     """The targets of every training sample, from the shards' JSON members only (nothing is decoded)."""
     import webdataset as wds
 
-    from model.data import resolve_shards
+    from mer_data.model.data import resolve_shards
     from mer_data.shards.labels import targets
 
     shards = resolve_shards(config.shards, "train", allow_command_urls=allow_command_urls)
@@ -66,8 +66,8 @@ def _shard_targets(config, *, allow_command_urls: bool) -> np.ndarray:
 
 
 def _feature_targets(config) -> np.ndarray:
-    from model.features.table import read_split
-    from model.features.loader import features_folder
+    from mer_data.model.features.table import read_split
+    from mer_data.model.features.loader import features_folder
 
     table = read_split(features_folder(config.shards), "train", columns=["target"])
     values = table.column("target").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -76,7 +76,7 @@ def _feature_targets(config) -> np.ndarray:
 
 def resolve_pos_weight(config, *, allow_command_urls: bool = False):
     """Fill `config.pos_weight_values` for pos_weight "auto" (refused where BCE is not the loss)."""
-    from model.metrics import SINGLE_LABEL
+    from mer_data.model.metrics import SINGLE_LABEL
 
     if config.pos_weight not in POS_WEIGHT_MODES:
         raise ValueError(f"--pos-weight must be one of {', '.join(POS_WEIGHT_MODES)}, not {config.pos_weight!r}")

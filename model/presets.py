@@ -3,7 +3,7 @@
 A preset fills every TrainConfig field it names, except those the user gave explicitly
 (`TrainConfig.preset_overrides`, the field names; the CLI collects them with click's parameter
 sources, and the run records those among the preset's fields). It is resolved when a new run opens
-(model.train.open_run_config), in two steps: the values that depend on nothing (`resolve_preset`),
+(mer_data.model.train.open_run_config), in two steps: the values that depend on nothing (`resolve_preset`),
 then, once the shards' corpus and label task are known, those that depend on them
 (`resolve_preset_for_data`). The run's config.json then holds the
 preset's name, the overridden field names and every resolved value, so evaluate and --resume
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from model.kinds import ARCHITECTURES
+from mer_data.model.kinds import ARCHITECTURES
 
 PRESETS = ("dai2021",)
 DAI2021_TEXT_ENCODER = "albert-base-v2"
@@ -89,7 +89,7 @@ def resolve_preset_for_data(config):
     """Set the preset's fields that depend on the shards (corpus, label task), once those are resolved:
     MESM's top_p by corpus; pos_weight auto only for one-vs-rest tasks (a softmax over single labels,
     or the sentiment regression, has no positives to weigh)."""
-    from model.metrics import SINGLE_LABEL
+    from mer_data.model.metrics import SINGLE_LABEL
 
     if not config.preset:
         return config
@@ -104,8 +104,8 @@ def resolve_preset_for_data(config):
 def check_inputs_fit_architecture(config) -> None:
     """Refuse, before anything is read, an architecture fed inputs it cannot take: the published networks'
     flatten-MLPs are sized for 128 x 32 mel chunks and 48 x 48 faces (512 x 8 x 2 and 512 x 3 x 3 maps)."""
-    from model.audio import AUDIO_FRONTENDS
-    from model.frames import FACE_NORMALISATIONS
+    from mer_data.model.audio import AUDIO_FRONTENDS
+    from mer_data.model.frames import FACE_NORMALISATIONS
 
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -2,7 +2,7 @@
 
     profile = profile_run("runs/fe2e")            # measured once, then read from runs/fe2e/profile.json
 
-What is measured, for any run `model.evaluate.load_run` can rebuild (FE2E, MESM, the two-phase
+What is measured, for any run `mer_data.model.evaluate.load_run` can rebuild (FE2E, MESM, the two-phase
 baselines), with the weights of the run's best epoch:
 
 - parameters: every parameter of the torch model (total, and those with requires_grad).
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import checkpoint as ckpt
+from mer_data.model import checkpoint as ckpt
 
 PROFILE = "profile.json"
 PROFILE_VERSION = 2
@@ -75,8 +75,8 @@ def _still_valid(cached: dict, state: ckpt.RunState, split: str) -> bool:
 
 
 def measure_profile(run: Path, state: ckpt.RunState, *, split: str, device: str | None) -> dict:
-    from model.evaluate import load_run
-    from model.train import make_loader, tokenizer_for
+    from mer_data.model.evaluate import load_run
+    from mer_data.model.train import make_loader, tokenizer_for
 
     config, model, epoch = load_run(run, device=_usable_device(run, device), workers=0)
     model.eval()
@@ -142,7 +142,7 @@ def flops_per_sample(model: torch.nn.Module, batch, samples: int, *, end_to_end:
     result = {"forward_per_sample": total / samples, "forward_batch_total": total,
               "by_module_per_sample": {name: count / samples for name, count in by_child.items()}}
     if end_to_end and hasattr(model, "extractors") and hasattr(model, "extract"):
-        from model.flops import feature_extraction_flops, text_encoder_flops
+        from mer_data.model.flops import feature_extraction_flops, text_encoder_flops
 
         extraction = feature_extraction_flops(model, batch)
         result["feature_extraction_per_sample"] = {m: count / samples for m, count in extraction.items()}
@@ -239,13 +239,13 @@ def feature_folder_facts(config) -> dict[str, Any] | None:
     """For a two-phase run: its feature folder, the extractors, and the extraction cost `mer features`
     recorded beside the card (FEATS/extraction.json; null where there is none, e.g. a .csd import);
     None for an end-to-end run."""
-    from model.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
-    from model.kinds import is_feature_model
+    from mer_data.model.features.table import CARD_NAME, EXTRACTION_TIMING_NAME
+    from mer_data.model.kinds import is_feature_model
 
     if not is_feature_model(config.model):
         return None
-    from model.features.loader import local_copy
-    from model.shard_check import is_storage
+    from mer_data.model.features.loader import local_copy
+    from mer_data.model.shard_check import is_storage
 
     source = str(config.shards[0])   # a baseline reads one feature folder (model/features/loader.py)
     folder = local_copy(source) if is_storage(source) else Path(source)   # a bucket's: its local copy

@@ -1,4 +1,4 @@
-"""Markdown, JSON and terminal renderings of an evaluation (the dict of `model.metrics.evaluate_scores`).
+"""Markdown, JSON and terminal renderings of an evaluation (the dict of `mer_data.model.metrics.evaluate_scores`).
 
 Every table's header names its metric and how its threshold was chosen, values are percent with one
 decimal like the paper's tables, and the paper's row for the same model sits under ours where the
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.metrics import IEMOCAP, LOWER_IS_BETTER, MOSEI, SENTIMENT, SINGLE_LABEL
+from mer_data.model.metrics import IEMOCAP, LOWER_IS_BETTER, MOSEI, SENTIMENT, SINGLE_LABEL
 
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
@@ -25,7 +25,7 @@ HEADERS = {
 }
 # ASCII only: terminals without UTF-8 print these.
 TERMINAL_LABELS = {"acc": "Acc (plain binary)", "wacc": "WAcc (TP*N/P+TN)/2N", "f1": "F1", "auc": "AUC (ROC)"}
-# The sentiment task's figures (model.metrics.SENTIMENT_DEFINITIONS): MAE and Pearson r as plain
+# The sentiment task's figures (mer_data.model.metrics.SENTIMENT_DEFINITIONS): MAE and Pearson r as plain
 # numbers, the accuracies and F1 in percent.
 SENTIMENT_HEADERS = {
     "mae": "MAE (mean absolute error, lower is better)",
@@ -43,7 +43,7 @@ HEADERS.update(SENTIMENT_HEADERS)
 TERMINAL_LABELS.update(SENTIMENT_TERMINAL)
 PLAIN_NUMBER_METRICS = ("mae", "pearson_r")   # shown as they are, not in percent
 MULTICLASS_LABELS = {"acc_6way": "6-way Acc (argmax accuracy)", "uar_6way": "6-way UAR (mean per-class recall)"}
-# A single-label protocol's figures (model.metrics.single_label_metrics): per-class columns, then the overall ones.
+# A single-label protocol's figures (mer_data.model.metrics.single_label_metrics): per-class columns, then the overall ones.
 SINGLE_LABEL_HEADERS = {
     "recall": "recall per class (argmax decision); mean = UA, unweighted accuracy",
     "f1": "F1 per class (argmax decision); mean = macro F1",
@@ -282,7 +282,7 @@ def _percent(value: float | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The sentiment task (model.metrics.sentiment_metrics)
+# The sentiment task (mer_data.model.metrics.sentiment_metrics)
 
 
 def format_figure(metric: str, value: float | None) -> str:

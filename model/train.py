@@ -33,15 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import checkpoint as ckpt
-from model import distributed
-from model.config import TrainConfig
-from model.kinds import is_feature_model
-from model.pos_weight import resolve_pos_weight
-from model.presets import check_inputs_fit_architecture, resolve_preset, resolve_preset_for_data
-from model.presets import describe as describe_preset
-from model.report import describe_kept_share
-from model.shard_check import PARTIAL_FLAG, absolute_sources, check_source_safety, data_changes, data_fingerprint
+from mer_data.model import checkpoint as ckpt
+from mer_data.model import distributed
+from mer_data.model.config import TrainConfig
+from mer_data.model.kinds import is_feature_model
+from mer_data.model.pos_weight import resolve_pos_weight
+from mer_data.model.presets import check_inputs_fit_architecture, resolve_preset, resolve_preset_for_data
+from mer_data.model.presets import describe as describe_preset
+from mer_data.model.report import describe_kept_share
+from mer_data.model.shard_check import PARTIAL_FLAG, absolute_sources, check_source_safety, data_changes, data_fingerprint
 
 
 @dataclass
@@ -77,12 +77,12 @@ def seed_everything(seed: int) -> None:
 def resolve_labels(config: TrainConfig, *, allow_command_urls: bool = False) -> TrainConfig:
     """Fill corpus and label names from the shards' dataset card (mer_data/shards/labels.py), or FEATS' features.json."""
     if is_feature_model(config.model):
-        from model.features.loader import label_space_of_features, label_task_of_features
+        from mer_data.model.features.loader import label_space_of_features, label_task_of_features
 
         corpus, names = label_space_of_features(config.shards)
         task = label_task_of_features(config.shards)
     else:
-        from model.data import label_space_of, label_task_of
+        from mer_data.model.data import label_space_of, label_task_of
 
         corpus, names = label_space_of(config.shards, allow_command_urls=allow_command_urls)
         task = label_task_of(config.shards, allow_command_urls=allow_command_urls)
@@ -117,7 +117,7 @@ def check_task_labels(config: TrainConfig) -> TrainConfig:
 
 def is_single_label(config: TrainConfig) -> bool:
     """A single-label protocol (iemocap4): one softmax over the classes; otherwise one sigmoid per class."""
-    from model.metrics import SINGLE_LABEL
+    from mer_data.model.metrics import SINGLE_LABEL
 
     return config.label_task == SINGLE_LABEL
 
@@ -148,7 +148,7 @@ def evaluate_predictions(config: TrainConfig, valid: dict, tested: dict, split: 
     """The metrics of `tested` (a `predict` result): sentiment's (MAE, r, Acc-2/7) on `tested` alone;
     the single-label ones (WA, UA, F1) for a single-label protocol; else the one-vs-rest ones with
     thresholds tuned on `valid`."""
-    from model.metrics import evaluate_scores, sentiment_metrics, single_label_metrics
+    from mer_data.model.metrics import evaluate_scores, sentiment_metrics, single_label_metrics
 
     if config.task == "sentiment":
         metrics = sentiment_metrics(tested["scores"], tested["targets"], split=split)
@@ -167,7 +167,7 @@ def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Modu
     they start with identity statistics instead, for a caller that loads a checkpoint (which holds them)."""
     if is_feature_model(config.model):
         return make_feature_model(config, train_statistics=train_statistics)
-    from model.architectures import build_model
+    from mer_data.model.architectures import build_model
 
     # `arch` only when it is not the compact default: build_model of a tree without the published
     # networks does not know the argument.
@@ -179,8 +179,8 @@ def make_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Modu
 def feature_inputs(config: TrainConfig):
     """(FEATS, [(modality, dim)], Pooling, BaselineArchitecture) of a baseline run: the inputs stored in
     its architecture when it has them (resume, evaluate), else those of FEATS selected by role."""
-    from model.baselines import BaselineArchitecture
-    from model.features.loader import Pooling, check_inputs, features_folder, select_modalities
+    from mer_data.model.baselines import BaselineArchitecture
+    from mer_data.model.features.loader import Pooling, check_inputs, features_folder, select_modalities
 
     architecture = BaselineArchitecture.from_options(config.model_options)
     feats = features_folder(config.shards)
@@ -190,8 +190,8 @@ def feature_inputs(config: TrainConfig):
 
 
 def make_feature_model(config: TrainConfig, *, train_statistics: bool = True) -> nn.Module:
-    from model.baselines import build_baseline
-    from model.features.loader import feature_statistics
+    from mer_data.model.baselines import build_baseline
+    from mer_data.model.features.loader import feature_statistics
 
     feats, inputs, pooling, architecture = feature_inputs(config)
     statistics = feature_statistics(feats, [name for name, _ in inputs], pooling) if train_statistics else None
@@ -246,7 +246,7 @@ def tokenizer_for(config: TrainConfig):
     """The tokenizer the run's loader needs (the text encoder's); None for the baselines (features are precomputed)."""
     if is_feature_model(config.model):
         return None
-    from model.text import load_tokenizer
+    from mer_data.model.text import load_tokenizer
 
     return load_tokenizer(config.text_encoder)
 
@@ -256,13 +256,13 @@ def make_loader(config: TrainConfig, split: str, tokenizer, *, train: bool, epoc
     """The run's loader of `split`; `allow_command_urls` only for shard locations typed on the command line
     (model/shard_check.py), never for those of a stored config."""
     if is_feature_model(config.model):
-        from model.features.loader import make_feature_loader
+        from mer_data.model.features.loader import make_feature_loader
 
         feats, inputs, pooling, _ = feature_inputs(config)
         return make_feature_loader(feats, split, [name for name, _ in inputs], pooling,
                                    label_names=config.label_names, batch_size=config.batch_size, shuffle=train,
                                    seed=config.seed, epoch=epoch)
-    from model.data import make_loader as data_loader
+    from mer_data.model.data import make_loader as data_loader
 
     return data_loader(config.shards, split, tokenizer=tokenizer,
                        batch_size=distributed.per_rank_batch(config.batch_size, train=train),

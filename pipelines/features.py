@@ -43,9 +43,9 @@ from mer_data.shards.errorlog import read_errors, write_errors
 from mer_data.shards.hashing import sha256_file
 from mer_data.shards.layout import CARD_NAME as DATASET_CARD
 from mer_data.shards.layout import SHARD_NAME
-from model.features.registry import MODALITIES, Extractor, ExtractorSettings, make_extractor
-from model.features.shard_task import OUTCOME_KEY, ShardJob, ShardOutcome, extract_shard, failed_shard
-from model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
+from mer_data.model.features.registry import MODALITIES, Extractor, ExtractorSettings, make_extractor
+from mer_data.model.features.shard_task import OUTCOME_KEY, ShardJob, ShardOutcome, extract_shard, failed_shard
+from mer_data.model.features.table import (CARD_NAME, ERRORS_NAME, EXTRACTION_TIMING_NAME, SPLITS, ModalitySpec,
                                   arrow_schema, feature_card, part_path, read_card, split_dir, split_parts,
                                   write_card)
 
@@ -129,7 +129,7 @@ def extract_features(shards: str | os.PathLike, feats: str | os.PathLike, option
     or, "sentiment", CMU-MOSEI's sentiment score (for `mer train --task sentiment` baselines).
     SHARDS and FEATS may be object-storage URLs (pipelines/bucket_io.py); `source_name`: the SHARDS the
     card names (default: SHARDS as given)."""
-    from model.features.text import resolve_encoder
+    from mer_data.model.features.text import resolve_encoder
     from mer_data.storage import is_storage_url
 
     if is_storage_url(shards) or is_storage_url(feats):

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import mer_data
-from model.features.registry import MODALITIES, NO_EXTRACTOR, extractor_choices
+from mer_data.model.features.registry import MODALITIES, NO_EXTRACTOR, extractor_choices
 
 DEFAULT_SHARD_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_SHARD_MAX_COUNT = 1000

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 
-import schemas
+from mer_data import schemas
 from mer_data.faults import EnvironmentFault, environment_cause, environment_cause_in_text
 from mer_data.media.cut import cut_recording
 from mer_data.records import CutRequest, CutResult, Problem, StagedSample, Utterance

@@ -25,8 +25,8 @@ def small_corpus(tmp_path_factory) -> tuple[Path, dict]:
 
 def convert(root: Path, out: Path, *, workers: int = 1, scheduler: str | None = None, **option_values):
     """Plan and run a conversion through the Python API; returns the ConversionReport."""
-    from pipelines.convert import plan_iemocap, run_conversion
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap, run_conversion
+    from mer_data.pipelines.options import ConvertOptions
 
     option_values.setdefault("split", "session:2")
     options = ConvertOptions(corpus="iemocap", **option_values)
@@ -57,7 +57,7 @@ def training_shards(small_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_text_encoder(tmp_path_factory):
     """A tiny random BERT with the MiniLM tokenizer, saved to a local folder (offline)."""
-    from model.text import write_tiny_text_encoder
+    from mer_data.model.text import write_tiny_text_encoder
 
     return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 

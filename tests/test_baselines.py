@@ -16,7 +16,7 @@ TINY = dict(rnn_hidden=16, transformer_width=16, transformer_layers=1, transform
 
 
 def _modalities(with_visual: bool):
-    from model.features.table import ModalitySpec
+    from mer_data.model.features.table import ModalitySpec
 
     specs = {
         # eGeMAPS-like: 100 steps/s, far from zero mean and unit scale (the z-score has work to do)
@@ -55,7 +55,7 @@ def _row(rng, split: str, index: int, specs, patterns, shifts) -> dict:
 
 def make_feats(folder, *, seed: int = 0, with_visual: bool = True, shifts: dict | None = None):
     """A FEATS folder whose audio, text and visual sequences carry the class (COVAREP is noise)."""
-    from model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
+    from mer_data.model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
 
     rng = np.random.default_rng(seed)
     specs = _modalities(with_visual)
@@ -97,7 +97,7 @@ def feats(tmp_path_factory):
 
 
 def _config(feats, **overrides):
-    from model.train import TrainConfig
+    from mer_data.model.train import TrainConfig
 
     values = dict(shards=[str(feats)], model="lf-rnn", modalities="tav", epochs=3, batch_size=8, lr=3e-3,
                   patience=10, workers=0, model_options=dict(TINY))
@@ -110,7 +110,7 @@ def _quiet(message):
 
 
 def _weights(run, epoch):
-    from model.checkpoint import checkpoint_path, load_checkpoint
+    from mer_data.model.checkpoint import checkpoint_path, load_checkpoint
 
     return load_checkpoint(checkpoint_path(run, epoch))["model"]
 
@@ -120,7 +120,7 @@ def _weights(run, epoch):
 
 
 def test_modalities_are_selected_by_role(feats, tmp_path):
-    from model.features.loader import FeatureSelectionError, check_inputs, select_modalities
+    from mer_data.model.features.loader import FeatureSelectionError, check_inputs, select_modalities
 
     assert select_modalities(feats, "a") == [("COVAREP", 3), ("audio", 6)]     # every modality of the role
     assert select_modalities(feats, "vt") == [("text", 8), ("visual", 4)]      # in t, a, v order
@@ -137,7 +137,7 @@ def test_modalities_are_selected_by_role(feats, tmp_path):
 
 
 def test_pooling_averages_blocks_then_caps_the_length():
-    from model.features.loader import Pooling, pool_sequence
+    from mer_data.model.features.loader import Pooling, pool_sequence
 
     steps = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
     pooled = pool_sequence(steps, 4, 500)
@@ -150,7 +150,7 @@ def test_pooling_averages_blocks_then_caps_the_length():
 
 
 def test_loader_batches_in_file_order_or_seeded_by_epoch(feats):
-    from model.features.loader import Pooling, make_feature_loader
+    from mer_data.model.features.loader import Pooling, make_feature_loader
 
     def loader(shuffle, epoch=1):
         return make_feature_loader(feats, "train", ["audio", "visual"], Pooling(), label_names=LABELS, batch_size=8,
@@ -170,9 +170,9 @@ def test_loader_batches_in_file_order_or_seeded_by_epoch(feats):
 
 
 def test_normalisation_uses_the_train_split_only(tmp_path):
-    from model.evaluate import load_run
-    from model.features.loader import Pooling, feature_statistics, load_split
-    from model.train import make_model, resolve_labels, train
+    from mer_data.model.evaluate import load_run
+    from mer_data.model.features.loader import Pooling, feature_statistics, load_split
+    from mer_data.model.train import make_model, resolve_labels, train
 
     shifted = make_feats(tmp_path / "shifted", shifts={"valid": 100.0, "test": 100.0})
     train_steps = np.concatenate(load_split(shifted, "train", ["audio"], Pooling()).sequences["audio"])
@@ -202,8 +202,8 @@ def test_normalisation_uses_the_train_split_only(tmp_path):
 
 @pytest.mark.parametrize("kind", ["lf-rnn", "lf-transformer"])
 def test_missing_modalities_give_finite_outputs_that_ignore_padding(feats, kind):
-    from model.baselines import build_baseline
-    from model.features.loader import Pooling, collate, load_split
+    from mer_data.model.baselines import build_baseline
+    from mer_data.model.features.loader import Pooling, collate, load_split
 
     data = load_split(feats, "train", ["text", "visual"], Pooling())
     model = build_baseline(kind, LABELS, "tv", [("text", 8), ("visual", 4)], architecture=TINY).eval()
@@ -227,8 +227,8 @@ def test_missing_modalities_give_finite_outputs_that_ignore_padding(feats, kind)
 
 @pytest.mark.parametrize("kind", ["lf-rnn", "lf-transformer"])
 def test_baseline_learns_and_resumes_exactly(feats, tmp_path, kind):
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
 
     straight = train(_config(feats, model=kind, epochs=4), tmp_path / "straight", progress=False, log=_quiet)
     losses = [row["train_loss"] for row in straight.history]
@@ -252,8 +252,8 @@ def test_baseline_learns_and_resumes_exactly(feats, tmp_path, kind):
 def test_evaluate_writes_the_named_metrics(feats, tmp_path):
     import pandas as pd
 
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
 
     run = tmp_path / "run"
     train(_config(feats, model="lf-transformer", modalities="a", epochs=1), run, progress=False, log=_quiet)
@@ -274,7 +274,7 @@ def test_evaluate_writes_the_named_metrics(feats, tmp_path):
 
 
 def test_init_from_is_refused_for_baselines(feats, tmp_path):
-    from model.train import train
+    from mer_data.model.train import train
 
     with pytest.raises(ValueError, match="--init-from"):
         train(_config(feats, init_from=str(tmp_path)), tmp_path / "run", progress=False, log=_quiet)

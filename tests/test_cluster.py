@@ -9,7 +9,7 @@ from pathlib import Path
 SCRIPT = """
 import os
 if __name__ == "__main__":
-    from pipelines.cluster import dask_client
+    from mer_data.pipelines.cluster import dask_client
     with dask_client(1) as client:
         inside = set(client.run(lambda: __import__("os").environ.get("OMP_NUM_THREADS")).values())
     import torch
@@ -56,7 +56,7 @@ def test_the_local_cluster_is_private_to_its_process():
     # as the converting user. Now: loopback only, no dashboard, TLS with a temporary certificate.
     import psutil
 
-    from pipelines.cluster import dask_client
+    from mer_data.pipelines.cluster import dask_client
 
     with dask_client(1) as client:
         scheduler = client.scheduler.address
@@ -75,7 +75,7 @@ def test_the_local_cluster_is_private_to_its_process():
 
 INTRUDER = """
 import sys, dask
-from pipelines.cluster import SchedulerUnreachable, _connect
+from mer_data.pipelines.cluster import SchedulerUnreachable, _connect
 with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
     try:
         _connect(sys.argv[1]).close()
@@ -98,7 +98,7 @@ def test_a_remote_scheduler_with_tls_is_reached_with_dask_tls_config(tmp_path):
     # --tls-cert and --tls-key set), here the certificate of a private local cluster.
     import dask
 
-    from pipelines.cluster import dask_client
+    from mer_data.pipelines.cluster import dask_client
 
     with dask_client(1) as local:
         security = local.security

@@ -30,9 +30,9 @@ def tiny_run(training_shards, tmp_path_factory):
     On `training_shards` (every split non-empty: a run checks that its shards are what their index and
     card say, so test shards linked in as a valid split would be refused by split purity).
     """
-    from model.profile import profile_run
-    from model.text import write_tiny_text_encoder
-    from model.train import TrainConfig, train
+    from mer_data.model.profile import profile_run
+    from mer_data.model.text import write_tiny_text_encoder
+    from mer_data.model.train import TrainConfig, train
 
     shards = training_shards
     encoder = write_tiny_text_encoder(tmp_path_factory.mktemp("compare-encoder"))
@@ -46,7 +46,7 @@ def tiny_run(training_shards, tmp_path_factory):
 
 def synthetic_metrics(corpus: str = "iemocap", *, seed: int = 1, utterances: int = 30, split: str = "test") -> dict:
     """A metrics dict as `mer evaluate` writes it, from random scores (so every field is real)."""
-    from model.metrics import evaluate_scores
+    from mer_data.model.metrics import evaluate_scores
 
     rng = np.random.default_rng(seed)
     names = IEMOCAP_NAMES if corpus == "iemocap" else MOSEI_NAMES
@@ -83,10 +83,10 @@ def copy_run(run, destination, metrics: dict | None = None):
 def test_profile_counts_parameters_flops_and_training_time(tiny_run, tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from model.checkpoint import load_state
-    from model.evaluate import load_run
-    from model.profile import profile_run
-    from model.train import make_loader, tokenizer_for
+    from mer_data.model.checkpoint import load_state
+    from mer_data.model.evaluate import load_run
+    from mer_data.model.profile import profile_run
+    from mer_data.model.train import make_loader, tokenizer_for
 
     run = copy_run(tiny_run, tmp_path / "run")
     (run / "profile.json").unlink()
@@ -124,8 +124,8 @@ def test_profile_counts_parameters_flops_and_training_time(tiny_run, tmp_path):
 
 
 def test_profile_cache_is_reused_until_the_run_changes(tiny_run, tmp_path):
-    from model.checkpoint import load_state
-    from model.profile import _still_valid, profile_run
+    from mer_data.model.checkpoint import load_state
+    from mer_data.model.profile import _still_valid, profile_run
 
     run = copy_run(tiny_run, tmp_path / "run")
     cached = json.loads((run / "profile.json").read_text())
@@ -142,8 +142,8 @@ def test_profile_cache_is_reused_until_the_run_changes(tiny_run, tmp_path):
 
 
 def test_training_time_prefers_the_training_pass_and_says_which_it_used():
-    from model.checkpoint import RunState
-    from model.profile import training_time
+    from mer_data.model.checkpoint import RunState
+    from mer_data.model.profile import training_time
 
     def state(*rows):
         return RunState(epochs_done=len(rows), best_epoch=1, history=[
@@ -162,7 +162,7 @@ def test_training_time_prefers_the_training_pass_and_says_which_it_used():
 def test_a_run_on_a_feature_folder_records_it_and_its_extraction_cost(tmp_path):
     from types import SimpleNamespace
 
-    from model.profile import feature_folder_facts
+    from mer_data.model.profile import feature_folder_facts
 
     feats = tmp_path / "feats"
     feats.mkdir()
@@ -197,8 +197,8 @@ def cell_value(cell: str) -> float | None:
 
 
 def test_compare_shows_each_runs_metrics_and_marks_the_best(tiny_run, tmp_path):
-    from model.compare import compare_runs
-    from model.report import HEADERS
+    from mer_data.model.compare import compare_runs
+    from mer_data.model.report import HEADERS
 
     first = copy_run(tiny_run, tmp_path / "first")
     second = copy_run(tiny_run, tmp_path / "second", synthetic_metrics(utterances=30))
@@ -239,7 +239,7 @@ def test_compare_shows_each_runs_metrics_and_marks_the_best(tiny_run, tmp_path):
 
 
 def test_runs_that_cannot_share_a_table_are_refused_by_name(tiny_run, tmp_path):
-    from model.compare import compare_runs
+    from mer_data.model.compare import compare_runs
 
     base = copy_run(tiny_run, tmp_path / "base", synthetic_metrics())
     mosei = copy_run(tiny_run, tmp_path / "mosei-run", synthetic_metrics("mosei"))
@@ -258,7 +258,7 @@ def test_runs_that_cannot_share_a_table_are_refused_by_name(tiny_run, tmp_path):
 
 
 def test_a_run_whose_data_is_gone_still_compares_without_cost(tiny_run, tmp_path):
-    from model.compare import MISSING, compare_runs
+    from mer_data.model.compare import MISSING, compare_runs
 
     run = copy_run(tiny_run, tmp_path / "moved", synthetic_metrics())
     (run / "profile.json").unlink()
@@ -306,7 +306,7 @@ def synthetic_profile(kind: str, flops: float, parameters: int = 1000, seconds: 
 
 def in_memory_comparison(corpus: str = "iemocap", labels=("FE2E (tav)", "MESM p=0.5 (tav)", HOSTILE_LABEL),
                          kinds=("end-to-end", "end-to-end", "two-phase"), flops=(8e8, 5e8, 1e6)):
-    from model.compare import Comparison, ComparisonRow
+    from mer_data.model.compare import Comparison, ComparisonRow
 
     rows = [ComparisonRow(label=label, run=f"runs/{i}", model="fe2e", modalities="tav", top_p=None,
                           metrics=synthetic_metrics(corpus, seed=10 + i),
@@ -344,7 +344,7 @@ def bars_of(page: str) -> _Bars:
 
 
 def test_html_is_self_contained_escaped_and_its_bars_are_the_values():
-    from model.compare import MEAN, PLOT_HEIGHT
+    from mer_data.model.compare import MEAN, PLOT_HEIGHT
 
     comparison = in_memory_comparison()
     page = comparison.html
@@ -386,7 +386,7 @@ def test_mosei_plots_weighted_accuracy_and_marks_undefined_values():
 
 
 def test_two_phase_costs_are_marked_and_not_ranked():
-    from model.compare import TWO_PHASE_MARK
+    from mer_data.model.compare import TWO_PHASE_MARK
 
     comparison = in_memory_comparison()
     summary = markdown_table(comparison.markdown, "Summary")
@@ -423,7 +423,7 @@ def test_page_renders_in_chromium_and_shows_every_runs_bars(tmp_path):
         pytest.skip("chromium is not installed (scripts/bootstrap installs it)")
     import cv2
 
-    from model.compare import RUN_COLOURS
+    from mer_data.model.compare import RUN_COLOURS
 
     comparison = in_memory_comparison()
     page = tmp_path / "compare.html"

@@ -81,9 +81,9 @@ def test_missing_ffmpeg_fails_the_run_before_any_work(small_corpus, tmp_path):
 @pytest.mark.parametrize("tool", ["ffmpeg", "ffprobe"])
 def test_a_task_without_its_tools_is_a_fault_not_a_rejection(small_corpus, tmp_path, monkeypatch, tool):
     """On a remote worker the conversion cannot check the tools beforehand: the task itself says so."""
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
-    from pipelines.recording_task import run_recording
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
+    from mer_data.pipelines.recording_task import run_recording
 
     root, _ = small_corpus
     options = ConvertOptions(corpus="iemocap", split="session:2")
@@ -103,9 +103,9 @@ def test_a_flac_that_cannot_be_written_is_a_fault(small_corpus, tmp_path, monkey
     """libsndfile reports a full disk as "problem with initialization of the flac decoder"."""
     import soundfile
 
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
-    from pipelines.recording_task import run_recording
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
+    from mer_data.pipelines.recording_task import run_recording
 
     root, _ = small_corpus
     options = ConvertOptions(corpus="iemocap", split="session:2")
@@ -123,8 +123,8 @@ def run_tasks_in_this_process(patch, failure=None):
     TaskFailure reason for a task, as distributed reports a task whose worker died."""
     import contextlib
 
-    import pipelines.runner as runner_module
-    from pipelines.cluster import TaskFailure
+    import mer_data.pipelines.runner as runner_module
+    from mer_data.pipelines.cluster import TaskFailure
 
     def map_tasks(client, fn, items, *, names, progress, desc):
         reasons = [failure(number, name) if failure else None for number, name in enumerate(names)]
@@ -150,7 +150,7 @@ def test_a_killed_worker_fails_the_run_and_a_rerun_converts_everything(small_cor
 
 
 def test_free_space_is_checked_before_packing(small_corpus, tmp_path, monkeypatch):
-    import pipelines.convert as convert_module
+    import mer_data.pipelines.convert as convert_module
 
     root, _ = small_corpus
     out = tmp_path / "out"
@@ -203,7 +203,7 @@ def test_full_disk_while_packing_is_one_error_line_and_a_rerun_cleans_up(small_c
 
 
 def test_free_space_is_checked_before_staging(small_corpus, tmp_path, monkeypatch):
-    import pipelines.convert as convert_module
+    import mer_data.pipelines.convert as convert_module
 
     root, _ = small_corpus
     out = tmp_path / "out"
@@ -214,8 +214,8 @@ def test_free_space_is_checked_before_staging(small_corpus, tmp_path, monkeypatc
 
 
 def test_the_staging_estimate_covers_what_a_conversion_writes(small_corpus, small_shards):
-    from pipelines.convert import plan_iemocap, staging_bytes_needed
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap, staging_bytes_needed
+    from mer_data.pipelines.options import ConvertOptions
 
     root, _ = small_corpus
     reference, _ = small_shards

@@ -216,7 +216,7 @@ def test_conversion_through_an_existing_dask_cluster(small_corpus, small_shards,
 
 
 def test_rerun_reports_complete_and_other_options_need_overwrite(small_corpus, small_shards):
-    from pipelines.convert import OutputConflict
+    from mer_data.pipelines.convert import OutputConflict
 
     root, _ = small_corpus
     out, _ = small_shards

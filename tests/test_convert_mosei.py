@@ -253,8 +253,8 @@ def test_reader_stats_count_the_transcript_quirks(synthetic):
 
 
 def test_mturk_labels_agree_with_the_csd_where_both_label_a_segment(synthetic):
-    from pipelines.convert import plan_mosei
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_mosei
+    from mer_data.pipelines.options import ConvertOptions
 
     raw, truth, _, _ = synthetic
     options = ConvertOptions(corpus="mosei", split="random:2", classes=("all",))

@@ -27,7 +27,7 @@ from mer_data.corpora.splits import (
     parse_split_spec,
 )
 from mer_data.records import Problem, Utterance
-from schemas import load as load_schema
+from mer_data.schemas import load as load_schema
 
 TRANSCRIPTS = "Transcript/Segmented/Combined"
 CSD_REL = "../Labels/CMU_MOSEI_Labels.csd"  # the .csd sits beside Raw/, as in CMU_MOSEI/Labels/

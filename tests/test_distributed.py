@@ -31,7 +31,7 @@ def _keys_read(shards, *, rank, world, worker=0, workers=1, shuffle, monkeypatch
     """The sample keys one reader (rank, DataLoader worker) of model/data.py's pipeline takes, before decoding."""
     import webdataset as wds
 
-    from model.data import _EpochClock, _SampleSplit, _ShardOrder, _ShardSplit
+    from mer_data.model.data import _EpochClock, _SampleSplit, _ShardOrder, _ShardSplit
 
     for name, value in (("RANK", rank), ("WORLD_SIZE", world), ("WORKER", worker), ("NUM_WORKERS", workers)):
         monkeypatch.setenv(name, str(value))
@@ -42,7 +42,7 @@ def _keys_read(shards, *, rank, world, worker=0, workers=1, shuffle, monkeypatch
 
 @pytest.mark.parametrize("world, workers", [(2, 1), (3, 1), (2, 2), (4, 2)])
 def test_every_sample_is_read_by_exactly_one_reader(uneven_shards, monkeypatch, world, workers):
-    from model.data import resolve_shards
+    from mer_data.model.data import resolve_shards
 
     shards = resolve_shards(uneven_shards, "train")
     expected = pd.read_parquet(uneven_shards / "index.parquet").query("split == 'train'")["key"].tolist()
@@ -76,7 +76,7 @@ def _small_net() -> nn.Module:
 def _train_in_rank(rank: int, store: str, out: str) -> None:
     import torch.distributed as dist
 
-    from model import distributed
+    from mer_data.model import distributed
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     model = _small_net()
@@ -139,7 +139,7 @@ def test_uneven_batch_counts_step_together_as_one_process(tmp_path):
 def encoder_without_dropout(tmp_path_factory):
     """The tiny text encoder with its dropout off: a text-only FE2E then has no randomness and no
     BatchNorm, so two processes can match one exactly (up to the order of float sums)."""
-    from model.text import write_tiny_text_encoder
+    from mer_data.model.text import write_tiny_text_encoder
 
     folder = write_tiny_text_encoder(tmp_path_factory.mktemp("encoder-no-dropout"))
     config = json.loads((folder / "config.json").read_text())
@@ -173,8 +173,8 @@ def _cli_options(shards: Path, encoder: Path) -> list[str]:
 
 
 def test_torchrun_trains_and_resumes_as_one_process(uneven_shards, encoder_without_dropout, tmp_path):
-    from model.checkpoint import checkpoint_path, load_checkpoint, load_state
-    from model.train import TrainConfig, train
+    from mer_data.model.checkpoint import checkpoint_path, load_checkpoint, load_state
+    from mer_data.model.train import TrainConfig, train
 
     first = _torchrun(tmp_path, "train", *_cli_options(uneven_shards, encoder_without_dropout), "--out", "run",
                       "--epochs", "1", "--evaluate-split", "")
@@ -227,7 +227,7 @@ def test_several_processes_without_torchrun_is_a_clear_error(monkeypatch, tmp_pa
 
 
 def test_the_global_batch_must_divide_among_the_processes(monkeypatch):
-    from model import distributed
+    from mer_data.model import distributed
 
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     assert distributed.per_rank_batch(12, train=True) == 4

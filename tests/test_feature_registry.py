@@ -10,8 +10,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from model.features.registry import (EXTRACTORS, MODALITIES, UnknownExtractor, extractor_choices, make_extractor)
-from model.features.table import ModalitySpec
+from mer_data.model.features.registry import (EXTRACTORS, MODALITIES, UnknownExtractor, extractor_choices, make_extractor)
+from mer_data.model.features.table import ModalitySpec
 from tests.conftest import convert
 
 
@@ -40,7 +40,7 @@ def test_an_unknown_extractor_is_refused_with_the_registered_names():
 
 def test_the_cli_and_the_options_offer_the_registry_s_extractors(monkeypatch):
     from mer_data.cli import features_extract_command
-    from pipelines.options import FeatureOptions
+    from mer_data.pipelines.options import FeatureOptions
 
     offered = {param.name: tuple(param.type.choices) for param in features_extract_command.params
                if param.name in MODALITIES}
@@ -66,15 +66,15 @@ def transcripts(shards) -> dict[str, str]:
 
 
 def test_the_three_graphs_run_their_tasks_through_the_one_runner(small_corpus, tmp_path, monkeypatch):
-    """Convert, validate and features each map their tasks with pipelines.runner.run_tasks: with the
+    """Convert, validate and features each map their tasks with mer_data.pipelines.runner.run_tasks: with the
     runner's cluster replaced by calls in this process, every graph's tasks run here (a graph with a
     runner of its own would start a cluster and not be seen); the features graph runs a registered
     extractor, whose values and spec land in the tables and the card."""
-    import pipelines.runner as runner
-    from model.features.table import read_card, read_split
-    from pipelines.features import extract_features
-    from pipelines.options import FeatureOptions
-    from pipelines.validate import validate
+    import mer_data.pipelines.runner as runner
+    from mer_data.model.features.table import read_card, read_split
+    from mer_data.pipelines.features import extract_features
+    from mer_data.pipelines.options import FeatureOptions
+    from mer_data.pipelines.validate import validate
 
     mapped = []
 

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-import schemas
-from model.features.table import card_schema, part_path, read_card, read_split, split_parts
+from mer_data import schemas
+from mer_data.model.features.table import card_schema, part_path, read_card, read_split, split_parts
 from mer_data.shards.errorlog import read_errors
 from mer_data.shards.labels import label_names_from_card, targets
-from pipelines.features import FeatureOutputConflict, extract_features
-from pipelines.options import FeatureOptions
+from mer_data.pipelines.features import FeatureOutputConflict, extract_features
+from mer_data.pipelines.options import FeatureOptions
 
 MFCC_ONLY = ["--audio", "mfcc", "--visual", "none", "--text", "none"]
 
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
-    from model.text import write_tiny_text_encoder
+    from mer_data.model.text import write_tiny_text_encoder
 
     return write_tiny_text_encoder(tmp_path_factory.mktemp("features-encoder"))
 

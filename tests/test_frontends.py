@@ -31,7 +31,7 @@ def _librosa_reference(signal: np.ndarray) -> np.ndarray:
 
 
 def test_official_mel_matches_an_independent_computation():
-    from model.audio import dai2021_mel
+    from mer_data.model.audio import dai2021_mel
 
     signal = _known_signal()
     ours = dai2021_mel(signal).numpy()
@@ -45,7 +45,7 @@ def test_official_mel_matches_an_independent_computation():
 def test_official_filterbank_is_htk_without_area_normalisation():
     import librosa
 
-    from model.audio import htk_mel_filterbank
+    from mer_data.model.audio import htk_mel_filterbank
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,7 +62,7 @@ def _flac(signal: np.ndarray) -> bytes:
 
 
 def test_official_chunks_are_128_by_32_frames_and_the_last_is_right_padded():
-    from model.audio import dai2021_mel, mel_chunks
+    from mer_data.model.audio import dai2021_mel, mel_chunks
 
     signal = _known_signal(seconds=1.0)                 # 16000 samples -> 81 frames -> 3 chunks, 17 of padding
     flac = _flac(signal)
@@ -79,7 +79,7 @@ def test_official_chunks_are_128_by_32_frames_and_the_last_is_right_padded():
 
 
 def test_official_face_normalisation_is_per_rgb_channel_on_0_255():
-    from model.frames import normalise_crops
+    from mer_data.model.frames import normalise_crops
 
     crop = np.zeros((1, 2, 2, 3), dtype=np.uint8)
     crop[..., 0], crop[..., 1], crop[..., 2] = 159 + 37, 111, 102 - 32      # R one std up, G at the mean, B one down
@@ -95,9 +95,9 @@ def test_official_face_normalisation_is_per_rgb_channel_on_0_255():
 
 
 def test_the_loader_gives_the_official_inputs_when_asked(training_shards, tiny_text_encoder):
-    from model.data import make_loader
-    from model.frames import FACE_NORMALISATIONS
-    from model.text import load_tokenizer
+    from mer_data.model.data import make_loader
+    from mer_data.model.frames import FACE_NORMALISATIONS
+    from mer_data.model.text import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_text_encoder))
     common = dict(tokenizer=tokenizer, batch_size=3, workers=0, shuffle=False)

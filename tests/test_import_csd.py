@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import schemas
+from mer_data import schemas
 from mer_data.cli import main
-from model.features.csd import CsdError, import_csd
-from model.features.table import ERRORS_NAME, read_card, read_split, sequence
+from mer_data.model.features.csd import CsdError, import_csd
+from mer_data.model.features.table import ERRORS_NAME, read_card, read_split, sequence
 
 FRAME_S = 0.25                     # acoustic frames: exact in binary, so boundaries are unambiguous
 COVERED_UNTIL_S = 10.0             # the test dialog's acoustic entry stops here

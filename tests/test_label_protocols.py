@@ -78,7 +78,7 @@ def test_cli_refuses_a_bad_class_list_with_the_reason(small_corpus, tmp_path):
 
 
 def test_default_conversion_keeps_its_options_and_classes():
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.options import ConvertOptions
 
     # The default class list is stored as before, so a default conversion's fingerprint is unchanged.
     assert ConvertOptions(corpus="iemocap").classes == parse_classes("iemocap6").spec
@@ -90,8 +90,8 @@ def test_default_conversion_keeps_its_options_and_classes():
 
 
 def test_iemocap4_plan_keeps_exactly_the_expected_utterances(small_corpus):
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
 
     root, truth = small_corpus
     plan = plan_iemocap(root, ConvertOptions(corpus="iemocap", split="session:2", classes=("ang", "hap+exc", "neu",
@@ -104,8 +104,8 @@ def test_iemocap4_plan_keeps_exactly_the_expected_utterances(small_corpus):
 
 
 def test_leave_one_session_out_under_iemocap4_keeps_speakers_apart(small_corpus):
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
 
     root, _ = small_corpus
     plan = plan_iemocap(root, ConvertOptions(corpus="iemocap", split="session:2", classes=parse_classes("iemocap4").spec))
@@ -120,8 +120,7 @@ def test_leave_one_session_out_under_iemocap4_keeps_speakers_apart(small_corpus)
 
 
 def test_iemocap4_card_index_and_samples_record_the_classes(small_corpus, four_class_shards):
-    import schemas
-
+    from mer_data import schemas
     _, truth = small_corpus
     expected = expected_counts(truth)
     card = json.loads((four_class_shards / "dataset.json").read_text())
@@ -144,8 +143,7 @@ def test_iemocap4_card_index_and_samples_record_the_classes(small_corpus, four_c
 
 
 def test_a_1_1_iemocap_sample_without_its_class_breaks_the_schema(four_class_shards):
-    import schemas
-
+    from mer_data import schemas
     shard = sorted(four_class_shards.glob("*.tar"))[0]
     with tarfile.open(shard) as tar:
         meta = next(json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json"))
@@ -171,7 +169,7 @@ def test_targets_follow_the_class_and_old_cards_keep_their_codes():
 
 
 def test_wa_ua_and_f1_equal_hand_computed_values():
-    from model.metrics import single_label_metrics
+    from mer_data.model.metrics import single_label_metrics
 
     names = ["ang", "hap", "neu", "sad"]
     actual = [0, 0, 1, 1, 1, 2, 2, 2, 2, 3]
@@ -192,7 +190,7 @@ def test_wa_ua_and_f1_equal_hand_computed_values():
 
 
 def test_ua_leaves_out_a_class_without_utterances_and_says_so():
-    from model.metrics import single_label_metrics
+    from mer_data.model.metrics import single_label_metrics
 
     metrics = single_label_metrics("iemocap", np.eye(3)[[0, 1, 1]], np.eye(3)[[0, 1, 0]], ["a", "b", "c"])
     assert metrics["overall"]["ua"] == pytest.approx((1 / 2 + 1) / 2)
@@ -204,9 +202,9 @@ def test_ua_leaves_out_a_class_without_utterances_and_says_so():
 
 
 def test_four_class_run_trains_single_label_and_reports_wa_ua_f1(four_class_shards, tiny_text_encoder, tmp_path):
-    from model.evaluate import evaluate
-    from model.report import terminal_table
-    from model.train import TrainConfig, train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.report import terminal_table
+    from mer_data.model.train import TrainConfig, train
 
     tiny = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], temporal_width=16,
                 temporal_layers=1, temporal_heads=2, dropout=0.1)
@@ -233,7 +231,7 @@ def test_four_class_run_trains_single_label_and_reports_wa_ua_f1(four_class_shar
 
 def test_feature_tables_take_the_shards_label_space_and_task(four_class_shards):
     """The baselines' feature tables are made from the shards: same classes, same task (features.json)."""
-    from pipelines.features import plan_features
+    from mer_data.pipelines.features import plan_features
 
     plan = plan_features(four_class_shards)
     assert plan.label_names == ("ang", "hap", "neu", "sad") and plan.label_task == "single-label"
@@ -249,8 +247,8 @@ def test_default_conversion_records_the_six_classes_one_vs_rest(small_shards):
 
 
 def test_compare_shows_wa_ua_macro_f1_of_single_label_runs_and_refuses_mixing():
-    from model.compare import Comparison, ComparisonRow, check_comparable
-    from model.metrics import evaluate_scores, single_label_metrics
+    from mer_data.model.compare import Comparison, ComparisonRow, check_comparable
+    from mer_data.model.metrics import evaluate_scores, single_label_metrics
 
     names = ["ang", "hap", "neu", "sad"]
     targets = np.eye(4)[[0, 1, 2, 3, 1, 2]]
@@ -268,10 +266,10 @@ def test_compare_shows_wa_ua_macro_f1_of_single_label_runs_and_refuses_mixing():
 
 
 def test_a_baseline_on_four_class_features_trains_single_label(four_class_shards, tiny_text_encoder, tmp_path):
-    from model.evaluate import evaluate
-    from model.train import TrainConfig, train
-    from pipelines.features import extract_features
-    from pipelines.options import FeatureOptions
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import TrainConfig, train
+    from mer_data.pipelines.features import extract_features
+    from mer_data.pipelines.options import FeatureOptions
 
     feats = tmp_path / "feats"
     report = extract_features(four_class_shards, feats, FeatureOptions(text_encoder=str(tiny_text_encoder)),

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from model.metrics import (
+from mer_data.model.metrics import (
     ConfusionCounts, accuracy, average_ranks, confusion_counts, evaluate_scores, f1_score, iemocap_metrics,
     mosei_metrics, precision, recall, roc_auc, tune_threshold, tune_thresholds, weighted_accuracy,
 )
-from model.report import METRICS_JSON, METRICS_MARKDOWN, render_markdown, terminal_table, write_report
+from mer_data.model.report import METRICS_JSON, METRICS_MARKDOWN, render_markdown, terminal_table, write_report
 
 IEMOCAP_NAMES = ["ang", "exc", "fru", "hap", "neu", "sad"]
 MOSEI_NAMES = ["happy", "sad", "anger", "surprise", "disgust", "fear"]

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from model.data import Batch
-from model.flops import feature_extraction_flops
-from model.architectures import build_model, build_model_from_config
-from model.nets import FE2E, MESM
-from model.text import load_text_encoder, load_tokenizer, write_tiny_text_encoder
+from mer_data.model.data import Batch
+from mer_data.model.flops import feature_extraction_flops
+from mer_data.model.architectures import build_model, build_model_from_config
+from mer_data.model.nets import FE2E, MESM
+from mer_data.model.text import load_text_encoder, load_tokenizer, write_tiny_text_encoder
 
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
 TINY = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], temporal_width=8,
@@ -105,7 +105,7 @@ def test_mesm_at_p_one_keeps_every_position(encoder_dir, batch):
 
 
 def test_kept_share_sums_positions_over_batches_and_skips_dense_models(encoder_dir, batch):
-    from model.train import KeptShare
+    from mer_data.model.train import KeptShare
 
     mesm = build_model("mesm", LABELS, "tav", str(encoder_dir), 0.5, **TINY)
     kept = KeptShare()
@@ -177,8 +177,8 @@ def test_text_vector_is_the_first_token_of_the_encoder(encoder_dir, batch):
 
 
 def test_mesm_selects_whole_cells_holding_the_attention_nucleus():
-    from model.extractors import SparseCNNExtractor
-    from model.sparse import top_p_mask
+    from mer_data.model.extractors import SparseCNNExtractor
+    from mer_data.model.sparse import top_p_mask
 
     extractor = SparseCNNExtractor(3, (4, 8), 1, text_dim=8, top_p=0.5, selection_cell=2)
     generator = torch.Generator().manual_seed(0)

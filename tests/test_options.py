@@ -8,9 +8,9 @@ import pytest
 
 from mer_data.cli import default_of, main, size_text
 from mer_data.validation.options import ValidateOptions
-from model.config import TrainConfig
-from model.kinds import BASELINE_KINDS, END_TO_END_KINDS, KIND_NAMES, display_name
-from pipelines.options import ConvertOptions
+from mer_data.model.config import TrainConfig
+from mer_data.model.kinds import BASELINE_KINDS, END_TO_END_KINDS, KIND_NAMES, display_name
+from mer_data.pipelines.options import ConvertOptions
 
 
 @dataclass
@@ -79,9 +79,9 @@ def test_model_kinds_are_one_registry():
     model_choices = next(p.type.choices for p in _command("train").params if p.name == "model_kind")
     assert tuple(model_choices) == KIND_NAMES
     assert set(END_TO_END_KINDS) | set(BASELINE_KINDS) == set(KIND_NAMES)
-    from model.baselines import BODIES
-    from model.architectures import model_classes
-    from model.kinds import is_feature_model
+    from mer_data.model.baselines import BODIES
+    from mer_data.model.architectures import model_classes
+    from mer_data.model.kinds import is_feature_model
 
     assert set(BODIES) == set(BASELINE_KINDS)
     for arch in ("compact", "dai2021"):
@@ -90,7 +90,7 @@ def test_model_kinds_are_one_registry():
 
 
 def test_the_comparison_names_runs_by_the_registry():
-    from model.compare import run_label
+    from mer_data.model.compare import run_label
 
     assert run_label("lf-transformer", "ta", None) == f"{display_name('lf-transformer')} (ta)" == "LF-Transformer (ta)"
     assert run_label("mesm", "tav", 0.5) == "MESM p=0.5 (tav)"

@@ -18,8 +18,8 @@ PUBLISHED = dict(arch="dai2021", text_encoder="albert-base-v2", pos_weight="auto
 
 
 def _resolved(model="fe2e", corpus="iemocap", label_task="one-vs-rest", overrides=(), **given):
-    from model.presets import resolve_preset, resolve_preset_for_data
-    from model.train import TrainConfig
+    from mer_data.model.presets import resolve_preset, resolve_preset_for_data
+    from mer_data.model.train import TrainConfig
 
     config = TrainConfig(shards=["shards"], model=model, preset="dai2021", preset_overrides=list(overrides), **given)
     config = resolve_preset(config)
@@ -48,8 +48,8 @@ def test_explicit_options_win_over_the_preset():
 
 
 def test_the_preset_refuses_what_it_cannot_set():
-    from model.presets import resolve_preset
-    from model.train import TrainConfig
+    from mer_data.model.presets import resolve_preset
+    from mer_data.model.train import TrainConfig
 
     with pytest.raises(ValueError, match="published FE2E/MESM setup; lf-rnn is a two-phase baseline"):
         resolve_preset(TrainConfig(shards=["f"], model="lf-rnn", preset="dai2021"))
@@ -60,8 +60,8 @@ def test_the_preset_refuses_what_it_cannot_set():
 
 
 def test_the_published_networks_refuse_the_compact_inputs():
-    from model.presets import check_inputs_fit_architecture
-    from model.train import TrainConfig
+    from mer_data.model.presets import check_inputs_fit_architecture
+    from mer_data.model.train import TrainConfig
 
     with pytest.raises(ValueError, match="--arch dai2021 takes the official 128-band mel chunks"):
         check_inputs_fit_architecture(TrainConfig(shards=["s"], arch="dai2021"))
@@ -75,7 +75,7 @@ def test_the_published_networks_refuse_the_compact_inputs():
 
 
 def test_pos_weight_is_negatives_over_positives_per_class():
-    from model.pos_weight import pos_weight_from_targets
+    from mer_data.model.pos_weight import pos_weight_from_targets
 
     targets = np.zeros((12, 3), dtype=np.float32)
     targets[:3, 0] = 1        # 3 positives, 9 negatives
@@ -90,7 +90,7 @@ def test_pos_weight_is_negatives_over_positives_per_class():
 
 
 def test_pos_weight_weighs_the_positive_terms_of_the_loss():
-    from model.train import TrainConfig, label_loss
+    from mer_data.model.train import TrainConfig, label_loss
 
     logits, targets = torch.tensor([[0.3, -1.2], [2.0, 0.5]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     config = TrainConfig(shards=["s"], pos_weight="auto", pos_weight_values=[4.0, 0.5])
@@ -122,8 +122,8 @@ def every_class_in_train(small_corpus, tmp_path_factory):
 
 
 def test_pos_weight_auto_reads_the_training_split(every_class_in_train, training_shards, tiny_text_encoder):
-    from model.pos_weight import resolve_pos_weight
-    from model.train import resolve_labels
+    from mer_data.model.pos_weight import resolve_pos_weight
+    from mer_data.model.train import resolve_labels
 
     config = resolve_labels(_config(every_class_in_train, tiny_text_encoder, pos_weight="auto"))
     counts = _train_class_counts(every_class_in_train)
@@ -141,8 +141,8 @@ def test_pos_weight_auto_reads_the_training_split(every_class_in_train, training
 
 
 def test_pos_weight_auto_reads_a_baselines_training_table(tmp_path):
-    from model.pos_weight import resolve_pos_weight
-    from model.train import TrainConfig, resolve_labels
+    from mer_data.model.pos_weight import resolve_pos_weight
+    from mer_data.model.train import TrainConfig, resolve_labels
     from tests.test_baselines import make_feats
 
     feats = make_feats(tmp_path / "feats")
@@ -161,8 +161,8 @@ def _module_of(name: str) -> str:
 
 
 def test_the_optimizer_has_the_weight_decay_and_the_slow_text_groups(tiny_text_encoder):
-    from model.architectures import build_model
-    from model.train import TrainConfig, make_optimizer
+    from mer_data.model.architectures import build_model
+    from mer_data.model.train import TrainConfig, make_optimizer
 
     model = build_model("fe2e", ("a", "b"), "tav", str(tiny_text_encoder), **TINY_NETS)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -184,7 +184,7 @@ def test_the_optimizer_has_the_weight_decay_and_the_slow_text_groups(tiny_text_e
 
 
 def test_a_run_config_stored_before_the_preset_loads_with_todays_behaviour(tmp_path):
-    from model.train import TrainConfig, read_run_config
+    from mer_data.model.train import TrainConfig, read_run_config
 
     old = {"shards": [str(tmp_path)], "model": "fe2e", "modalities": "tav", "top_p": 0.5, "epochs": 3, "lr": 3e-4,
            "weight_decay": 0.01, "batch_size": 8, "label_names": ["ang", "hap"], "corpus": "iemocap",
@@ -206,8 +206,8 @@ def _scramble_generators():
 
 
 def test_resume_restores_every_random_generator(training_shards, tiny_text_encoder, tmp_path):
-    from model import checkpoint as ckpt
-    from model.train import build_or_restore, read_run_config, train
+    from mer_data.model import checkpoint as ckpt
+    from mer_data.model.train import build_or_restore, read_run_config, train
 
     run = tmp_path / "run"
     train(_config(training_shards, tiny_text_encoder, epochs=1), run, progress=False, log=lambda m: None)
@@ -224,7 +224,7 @@ def test_resume_restores_every_random_generator(training_shards, tiny_text_encod
 
 
 def test_checkpoints_of_older_runs_restore_what_they_hold():
-    from model.checkpoint import restore_rng_states, rng_states
+    from mer_data.model.checkpoint import restore_rng_states, rng_states
 
     state = rng_states()
     expected = torch.rand(3)
@@ -279,8 +279,8 @@ PUBLISHED_TINY_TEMPORAL = ["--model-option", "temporal_width=16", "--model-optio
 def test_cli_preset_trains_the_published_networks_on_cpu(every_class_in_train, tiny_text_encoder, tmp_path):
     """`mer train --preset dai2021` as the docs give it (the published networks on the official inputs),
     one epoch on the small synthetic conversion, then the evaluation on test: the whole path, on the CPU."""
-    from model.dai2021 import Dai2021FE2E
-    from model.evaluate import load_run
+    from mer_data.model.dai2021 import Dai2021FE2E
+    from mer_data.model.evaluate import load_run
 
     run = tmp_path / "fe2e-published"
     result = _cli("train", every_class_in_train, "--preset", "dai2021", "--text-encoder", tiny_text_encoder,

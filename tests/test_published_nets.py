@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.dai2021 import (AdditiveAttention, Dai2021FE2E, Dai2021MESM, PublishedCNN, SparsePublishedCNN)
-from model.data import Batch
-from model.architectures import build_model, build_model_from_config
-from model.kinds import ARCHITECTURES
-from model.nets import FE2E
-from model.sparse import nucleus_by_image, softmax_by_image, top_p_mask
-from model.text import load_tokenizer
+from mer_data.model.dai2021 import (AdditiveAttention, Dai2021FE2E, Dai2021MESM, PublishedCNN, SparsePublishedCNN)
+from mer_data.model.data import Batch
+from mer_data.model.architectures import build_model, build_model_from_config
+from mer_data.model.kinds import ARCHITECTURES
+from mer_data.model.nets import FE2E
+from mer_data.model.sparse import nucleus_by_image, softmax_by_image, top_p_mask
+from mer_data.model.text import load_tokenizer
 
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
 OFFICIAL_GFLOPS = {"v": 0.956, "a": 1.674}          # per face crop / per acoustic chunk, forward
@@ -290,7 +290,7 @@ def test_attention_scores_are_the_additive_form():
 
 
 def test_flops_can_be_counted_with_the_batch_statistics(tiny_text_encoder, batch):
-    from model.flops import feature_extraction_flops
+    from mer_data.model.flops import feature_extraction_flops
 
     torch.manual_seed(7)
     model = build_model("mesm", LABELS, "tav", str(tiny_text_encoder), 0.5, arch="dai2021").eval()

@@ -126,8 +126,8 @@ def test_a_pipe_url_on_the_command_line_needs_the_flag(trained, tiny_text_encode
 
 
 def test_a_feature_run_never_opens_a_url_as_its_feature_folder(tmp_path):
-    from model.features.loader import FeatureSelectionError
-    from model.train import TrainConfig, make_loader
+    from mer_data.model.features.loader import FeatureSelectionError
+    from mer_data.model.train import TrainConfig, make_loader
 
     marker = tmp_path / "marker"
     config = TrainConfig(shards=[f"pipe:touch {marker}"], model="lf-rnn", label_names=["ang"])   # as stored
@@ -286,7 +286,7 @@ def test_train_on_a_file_is_one_error_line(tiny_text_encoder, tmp_path):
 
 
 def test_a_second_process_cannot_train_into_a_locked_run(trained, tmp_path):
-    from model.checkpoint import run_lock
+    from mer_data.model.checkpoint import run_lock
 
     run = _copy_run(trained, tmp_path)
     with run_lock(run):   # as another process training or resuming it holds it

@@ -15,7 +15,7 @@ TARGETS = [-1.0, 0.0, 1.0, 3.0, -2.6, -0.4, 2.0]
 
 
 def test_sentiment_metrics_equal_hand_computed_values():
-    from model.metrics import sentiment_metrics
+    from mer_data.model.metrics import sentiment_metrics
 
     metrics = sentiment_metrics(PREDICTIONS, TARGETS, split="test")
     mean = metrics["mean"]
@@ -42,7 +42,7 @@ def test_sentiment_metrics_equal_hand_computed_values():
 
 
 def test_undefined_sentiment_figures_are_null_with_a_note():
-    from model.metrics import sentiment_metrics
+    from mer_data.model.metrics import sentiment_metrics
 
     metrics = sentiment_metrics([0.5, 0.5, 0.5], [0.0, 0.0, 0.0], split="valid")
     assert metrics["mean"]["acc2_non0"] is None and metrics["mean"]["f1_non0"] is None
@@ -53,8 +53,8 @@ def test_undefined_sentiment_figures_are_null_with_a_note():
 
 
 def test_selection_prefers_the_lower_validation_mae():
-    from model.checkpoint import RunState
-    from model.train import EpochResult, update_state
+    from mer_data.model.checkpoint import RunState
+    from mer_data.model.train import EpochResult, update_state
 
     state = RunState()
     for epoch, mae in enumerate([0.9, 0.7, 0.8], start=1):
@@ -72,8 +72,8 @@ def test_selection_prefers_the_lower_validation_mae():
 def mosei_shards(tmp_path_factory):
     """A 4-video synthetic MOSEI release (no long video) converted with a random video-level split."""
     from mer_data.synth.mosei import synth_mosei
-    from pipelines.convert import plan_mosei, run_conversion
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_mosei, run_conversion
+    from mer_data.pipelines.options import ConvertOptions
 
     raw = synth_mosei(tmp_path_factory.mktemp("synth-mosei"), videos=4, seed=1, long_video_minutes=0, voice="synth")
     out = tmp_path_factory.mktemp("shards-mosei")
@@ -96,9 +96,9 @@ def test_every_mosei_sample_and_index_row_holds_a_varying_sentiment(mosei_shards
 
 def test_sentiment_training_lowers_the_loss_and_evaluate_and_compare_name_the_metrics(
         mosei_shards, tiny_text_encoder, tmp_path):
-    from model.compare import compare_runs
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.compare import compare_runs
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
     from tests.test_train import _config
 
     run = tmp_path / "sentiment"
@@ -153,7 +153,7 @@ def make_sentiment_feats(folder):
     """test_baselines' feature table with sentiment targets (the class index, carried by the features)."""
     import hashlib
 
-    from model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
+    from mer_data.model.features.table import SPLITS, arrow_schema, part_path, rows_to_table, write_card, write_part
     from tests.test_baselines import LABELS, ROWS, _modalities, _row
 
     rng = np.random.default_rng(0)
@@ -180,8 +180,8 @@ def make_sentiment_feats(folder):
 
 @pytest.mark.parametrize("kind", ["lf-rnn", "lf-transformer"])
 def test_baseline_trains_sentiment_on_a_feature_table(tmp_path, kind):
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
     from tests.test_baselines import _config
 
     feats = make_sentiment_feats(tmp_path / "feats")
@@ -200,7 +200,7 @@ def test_features_task_sentiment_stores_the_sentiment_as_target(mosei_shards, tm
     from click.testing import CliRunner
 
     from mer_data.cli import main
-    from model.features.table import read_split
+    from mer_data.model.features.table import read_split
 
     feats = tmp_path / "feats"
     result = CliRunner().invoke(main, ["features", "extract", str(mosei_shards), str(feats), "--task", "sentiment",

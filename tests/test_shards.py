@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-import schemas
+from mer_data import schemas
 from mer_data.records import Problem, StagedSample
 from mer_data.shards import (
     MEMBER_ORDER,

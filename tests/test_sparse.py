@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.sparse import (ActiveSet, SparseMap, SubmanifoldConv2d, global_average_pool, global_max_pool,
+from mer_data.model.sparse import (ActiveSet, SparseMap, SubmanifoldConv2d, global_average_pool, global_max_pool,
                           sparse_max_pool2d, submanifold_conv2d, top_p_mask)
 
 

@@ -202,7 +202,7 @@ def bucket_training_shards(training_shards, s3_server):
 
 
 def test_bucket_locations_open_with_fsspec_and_command_urls_stay_refused():
-    from model.shard_check import UnsafeShardSource, absolute_sources, check_source_safety, command_scheme
+    from mer_data.model.shard_check import UnsafeShardSource, absolute_sources, check_source_safety, command_scheme
 
     assert command_scheme("s3://b/x") is None and command_scheme("memory://b/x") is None
     assert absolute_sources(["s3://b/x"]) == ["s3://b/x"]
@@ -213,8 +213,8 @@ def test_bucket_locations_open_with_fsspec_and_command_urls_stay_refused():
 
 def test_the_loader_streams_a_bucket_folder_as_it_reads_a_local_one(training_shards, bucket_training_shards,
                                                                     tiny_text_encoder, s3_server):
-    from model.data import make_loader, resolve_shards
-    from model.text import load_tokenizer
+    from mer_data.model.data import make_loader, resolve_shards
+    from mer_data.model.text import load_tokenizer
 
     remote = resolve_shards(bucket_training_shards, "train")
     local = resolve_shards(str(training_shards), "train")
@@ -242,9 +242,9 @@ def test_the_loader_streams_a_bucket_folder_as_it_reads_a_local_one(training_sha
 
 
 def test_a_shard_cut_short_in_the_bucket_is_refused(training_shards, s3_server, tiny_text_encoder):
-    from model.data import make_loader
-    from model.shard_check import ShardCheckError
-    from model.text import load_tokenizer
+    from mer_data.model.data import make_loader
+    from mer_data.model.shard_check import ShardCheckError
+    from mer_data.model.text import load_tokenizer
 
     s3().mkdir("damaged")
     url = upload_folder(training_shards, "s3://damaged/shards")
@@ -257,8 +257,8 @@ def test_a_shard_cut_short_in_the_bucket_is_refused(training_shards, s3_server, 
 
 def test_train_evaluate_and_compare_a_run_streamed_from_the_bucket(bucket_training_shards, tiny_text_encoder,
                                                                    tmp_path):
-    from model.compare import compare_runs
-    from model.train import TrainConfig, train
+    from mer_data.model.compare import compare_runs
+    from mer_data.model.train import TrainConfig, train
 
     config = TrainConfig(shards=[bucket_training_shards], model="fe2e", modalities="tav", epochs=1, batch_size=4,
                          workers=1, text_encoder=str(tiny_text_encoder), model_options=TINY_NETS)
@@ -277,7 +277,7 @@ def test_train_evaluate_and_compare_a_run_streamed_from_the_bucket(bucket_traini
 def test_validate_a_bucket_folder_names_the_bucket(bucket_shards, small_shards):
     """The same audit as of the local folder; a damaged shard in the bucket is found and named by its URL."""
     from mer_data.validation import ValidateOptions
-    from pipelines.validate import validate
+    from mer_data.pipelines.validate import validate
 
     options = ValidateOptions(av_sync=False)
     report = validate(bucket_shards, options, in_process=True, progress=False)
@@ -317,7 +317,7 @@ def test_features_from_a_bucket_into_a_bucket_equal_a_local_extraction(bucket_sh
 def test_outputs_go_up_shards_first_and_the_card_last_and_stale_shards_leave(tmp_path, monkeypatch):
     import fsspec
 
-    from pipelines.bucket_output import SIDE_FILES_LAST, BucketFolder, upload_outputs
+    from mer_data.pipelines.bucket_output import SIDE_FILES_LAST, BucketFolder, upload_outputs
 
     fs = fsspec.filesystem("memory")
     fs.pipe({"/order/out/train-000009.tar": b"stale", "/order/out/dataset.json": b"{}"})
@@ -340,8 +340,8 @@ def test_outputs_go_up_shards_first_and_the_card_last_and_stale_shards_leave(tmp
 
 def test_a_recording_cut_but_not_in_the_bucket_is_a_fault_not_a_loss():
     from mer_data.records import Problem, Utterance
-    from pipelines.bucket_output import unaccounted
-    from pipelines.recording_task import RecordingJob, RecordingOutcome
+    from mer_data.pipelines.bucket_output import unaccounted
+    from mer_data.pipelines.recording_task import RecordingJob, RecordingOutcome
 
     utterances = tuple(Utterance(id=f"u{i}", corpus="iemocap", recording="r", speaker="M", gender="M", start=0.0,
                                  end=1.0, label={}, text="", video_region="full", audio_channel=None, sources={})
@@ -354,8 +354,8 @@ def test_a_recording_cut_but_not_in_the_bucket_is_a_fault_not_a_loss():
 
 
 def test_a_baseline_trains_and_evaluates_on_a_feature_folder_in_the_bucket(s3_server, tmp_path):
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
     from tests.test_baselines import _config, make_feats
 
     feats = make_feats(tmp_path / "feats")

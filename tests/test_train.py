@@ -13,7 +13,7 @@ TINY_NETS = dict(visual_channels=[4, 8, 8, 8], acoustic_channels=[4, 8, 8, 8], t
 
 
 def _config(shards, encoder, **overrides):
-    from model.train import TrainConfig
+    from mer_data.model.train import TrainConfig
 
     values = dict(shards=[str(shards)], model="fe2e", modalities="tav", epochs=4, batch_size=4, lr=3e-3,
                   text_lr_factor=1.0, patience=10, workers=0, text_encoder=str(encoder), model_options=TINY_NETS)
@@ -22,13 +22,13 @@ def _config(shards, encoder, **overrides):
 
 
 def _weights(run, epoch):
-    from model.checkpoint import checkpoint_path, load_checkpoint
+    from mer_data.model.checkpoint import checkpoint_path, load_checkpoint
 
     return load_checkpoint(checkpoint_path(run, epoch))["model"]
 
 
 def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_text_encoder, tmp_path):
-    from model.train import train
+    from mer_data.model.train import train
 
     straight = train(_config(training_shards, tiny_text_encoder), tmp_path / "straight", progress=False, log=lambda m: None)
     losses = [row["train_loss"] for row in straight.history]
@@ -57,7 +57,7 @@ def test_training_lowers_the_loss_and_resumes_exactly(training_shards, tiny_text
 
 
 def test_a_new_run_refuses_an_existing_folder(training_shards, tiny_text_encoder, tmp_path):
-    from model.train import train
+    from mer_data.model.train import train
 
     run = tmp_path / "run"
     train(_config(training_shards, tiny_text_encoder, epochs=1), run, progress=False, log=lambda m: None)
@@ -66,8 +66,8 @@ def test_a_new_run_refuses_an_existing_folder(training_shards, tiny_text_encoder
 
 
 def test_early_stopping_stops_after_patience():
-    from model.checkpoint import RunState
-    from model.train import EpochResult, update_state
+    from mer_data.model.checkpoint import RunState
+    from mer_data.model.train import EpochResult, update_state
 
     state = RunState()
     for epoch, f1 in enumerate([0.5, 0.6, 0.55, 0.58, 0.59], start=1):
@@ -76,8 +76,8 @@ def test_early_stopping_stops_after_patience():
 
 
 def test_warmup_epochs_can_neither_be_best_nor_use_up_patience():
-    from model.checkpoint import RunState
-    from model.train import EpochResult, update_state
+    from mer_data.model.checkpoint import RunState
+    from mer_data.model.train import EpochResult, update_state
 
     # A lucky early epoch (0.9) in the warm-up must not end the run before it trains at its own top-p.
     state = RunState()
@@ -88,8 +88,8 @@ def test_warmup_epochs_can_neither_be_best_nor_use_up_patience():
 
 
 def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_text_encoder, tmp_path):
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
 
     run = tmp_path / "mesm"
     lines = []
@@ -117,7 +117,7 @@ def test_mesm_trains_and_evaluate_writes_named_metrics(training_shards, tiny_tex
 
 
 def test_top_p_warmup_schedule():
-    from model.train import TrainConfig, training_top_p
+    from mer_data.model.train import TrainConfig, training_top_p
 
     config = TrainConfig(shards=["x"], model="mesm", top_p=0.5, top_p_warmup=4)
     assert [training_top_p(config, epoch) for epoch in range(1, 7)] == [1.0, 0.875, 0.75, 0.625, 0.5, 0.5]
@@ -127,7 +127,7 @@ def test_top_p_warmup_schedule():
 
 def test_mesm_warmup_trains_sparser_each_epoch_but_validates_at_its_top_p(training_shards, tiny_text_encoder,
                                                                          tmp_path, monkeypatch):
-    import model.train as training
+    import mer_data.model.train as training
 
     seen = []   # (pass, the model's top-p during it)
     for name in ("train_one_epoch", "predict"):
@@ -160,7 +160,7 @@ def test_mesm_warmup_trains_sparser_each_epoch_but_validates_at_its_top_p(traini
 
 
 def test_only_the_best_and_last_checkpoints_are_kept_unless_all_are_asked_for(tmp_path):
-    from model.checkpoint import RunState, checkpoint_path, load_checkpoint, prune_checkpoints
+    from mer_data.model.checkpoint import RunState, checkpoint_path, load_checkpoint, prune_checkpoints
 
     run = tmp_path / "run"
     for epoch in range(1, 6):
@@ -178,7 +178,7 @@ def test_only_the_best_and_last_checkpoints_are_kept_unless_all_are_asked_for(tm
 
 
 def test_checkpoints_refuse_pickled_objects(tmp_path):
-    from model.checkpoint import load_checkpoint
+    from mer_data.model.checkpoint import load_checkpoint
 
     from argparse import Namespace  # any class outside torch's allow-list: loading it would run its code
 
@@ -222,8 +222,8 @@ def test_cli_train_resume_and_evaluate(training_shards, tiny_text_encoder, tmp_p
 
 
 def test_mesm_can_start_from_a_trained_fe2e(training_shards, tiny_text_encoder, tmp_path):
-    from model.checkpoint import checkpoint_path, load_checkpoint
-    from model.train import initialise_from, make_model, resolve_labels, train
+    from mer_data.model.checkpoint import checkpoint_path, load_checkpoint
+    from mer_data.model.train import initialise_from, make_model, resolve_labels, train
 
     fe2e = tmp_path / "fe2e"
     train(_config(training_shards, tiny_text_encoder, epochs=1), fe2e, progress=False, log=lambda m: None)

@@ -18,8 +18,8 @@ _quiet = lambda message: None  # noqa: E731
 
 @pytest.fixture(scope="module")
 def feats(training_shards, tiny_text_encoder, tmp_path_factory):
-    from pipelines.features import extract_features
-    from pipelines.options import FeatureOptions
+    from mer_data.pipelines.features import extract_features
+    from mer_data.pipelines.options import FeatureOptions
 
     out = tmp_path_factory.mktemp("feats")
     report = extract_features(training_shards, out, FeatureOptions(text_encoder=str(tiny_text_encoder)),
@@ -29,7 +29,7 @@ def feats(training_shards, tiny_text_encoder, tmp_path_factory):
 
 
 def _baseline_config(feats, model, **overrides):
-    from model.train import TrainConfig
+    from mer_data.model.train import TrainConfig
 
     values = dict(shards=[str(feats)], model=model, modalities="tav", epochs=3, batch_size=4, lr=3e-3, patience=10)
     values.update(overrides)
@@ -38,9 +38,9 @@ def _baseline_config(feats, model, **overrides):
 
 @pytest.mark.parametrize("model", ["lf-rnn", "lf-transformer"])
 def test_baselines_train_resume_and_evaluate_on_extracted_features(feats, training_shards, model, tmp_path):
-    from model.checkpoint import checkpoint_path, load_checkpoint
-    from model.evaluate import evaluate
-    from model.train import train
+    from mer_data.model.checkpoint import checkpoint_path, load_checkpoint
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import train
 
     straight = train(_baseline_config(feats, model), tmp_path / "straight", progress=False, log=_quiet)
     losses = [row["train_loss"] for row in straight.history]
@@ -62,9 +62,9 @@ def test_baselines_train_resume_and_evaluate_on_extracted_features(feats, traini
 
 def test_compare_puts_end_to_end_and_two_phase_runs_in_one_table(feats, training_shards, tiny_text_encoder,
                                                                  tmp_path):
-    from model.compare import compare_runs
-    from model.evaluate import evaluate
-    from model.train import TrainConfig, train
+    from mer_data.model.compare import compare_runs
+    from mer_data.model.evaluate import evaluate
+    from mer_data.model.train import TrainConfig, train
 
     fe2e = tmp_path / "fe2e"
     train(TrainConfig(shards=[str(training_shards)], model="fe2e", epochs=1, batch_size=4, workers=0,

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import schemas
+from mer_data import schemas
 from mer_data.validation import ValidateOptions
 from mer_data.media.video import frame_range
 from mer_data.validation.raw_audit import reader_finding
 from mer_data.records import Problem
-from pipelines.validate import NotAValidationTarget, detect_target, validate
+from mer_data.pipelines.validate import NotAValidationTarget, detect_target, validate
 from tests.test_convert_mosei import _make_release as make_mosei_release
 
 
@@ -271,8 +271,8 @@ def test_a_truncated_and_a_damaged_video_are_measured_by_decoding(small_corpus, 
 
 def test_an_emptied_label_file_and_a_missing_transcript_line_are_errors_in_validate_and_convert(small_corpus,
                                                                                                tmp_path):
-    from pipelines.convert import plan_iemocap
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_iemocap
+    from mer_data.pipelines.options import ConvertOptions
 
     root, truth, dialogs = copy_corpus(small_corpus, tmp_path)
     emptied, other = sorted(dialogs)

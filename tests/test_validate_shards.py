@@ -17,12 +17,12 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-import schemas
+from mer_data import schemas
 from mer_data.cli import main
 from mer_data.shards.tarwriter import member_info
 from mer_data.validation import ValidateOptions
 from mer_data.validation.shard_set import leakage_findings, measure_leakage
-from pipelines.validate import validate
+from mer_data.pipelines.validate import validate
 from tests.conftest import convert
 
 
@@ -264,8 +264,8 @@ def test_a_recording_whose_audio_is_late_is_flagged_with_its_offset(small_shards
 
 
 def test_mosei_shards_count_labels_like_the_card_and_warn_of_faceless_samples(tmp_path):
-    from pipelines.convert import plan_mosei, run_conversion
-    from pipelines.options import ConvertOptions
+    from mer_data.pipelines.convert import plan_mosei, run_conversion
+    from mer_data.pipelines.options import ConvertOptions
     from tests.test_convert_mosei import _make_release
 
     raw = _make_release(tmp_path)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import schemas
+from mer_data import schemas
 from mer_data.corpora.iemocap import SIX_CLASSES, read_iemocap
 from mer_data.corpora.wdseg import check_words, mismatch_rate, parse_wdseg, read_wdseg
 from mer_data.validation import ValidateOptions
 from mer_data.validation.shard_audit import _check_words
-from pipelines.validate import validate
+from mer_data.pipelines.validate import validate
 from tests.conftest import convert
 
 # As Sphinx-3 writes it (tab, right-aligned columns), with CRLF line ends, a variant, a filler and

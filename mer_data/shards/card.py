@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import mer_data
-import schemas
+from mer_data import schemas
 from mer_data.corpora.splits import empty_split_warnings
 from mer_data.corpora.wdseg import WORD_TIMING_STATUSES
 from mer_data.records import Problem
@@ -24,7 +24,7 @@ from mer_data.shards.packer import ShardInfo
 
 
 class PlanFacts(Protocol):
-    """What the card needs of a conversion plan (pipelines.convert.ConversionPlan)."""
+    """What the card needs of a conversion plan (mer_data.pipelines.convert.ConversionPlan)."""
 
     corpus: str
     root: Path
@@ -37,7 +37,7 @@ class PlanFacts(Protocol):
 
 
 class OptionFacts(Protocol):
-    """What the card needs of the conversion options (pipelines.options.ConvertOptions)."""
+    """What the card needs of the conversion options (mer_data.pipelines.options.ConvertOptions)."""
 
     classes: tuple[str, ...]
 

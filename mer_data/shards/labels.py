@@ -11,7 +11,7 @@ The sentiment task (CMU-MOSEI only, `mer train --task sentiment`): one regressio
 label's `sentiment` in [-3, 3], under the single label name "sentiment" (SENTIMENT_LABELS).
 
 The label space of a shard folder is ShardFolder.label_space (mer_data/shards/folder.py); of the
-sources a run names (files, patterns, URLs), model.data.label_space_of.
+sources a run names (files, patterns, URLs), mer_data.model.data.label_space_of.
 """
 from __future__ import annotations
 

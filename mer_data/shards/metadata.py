@@ -3,7 +3,7 @@ row of index.parquet, both built from the corpus's Utterance and the media cut o
 """
 from __future__ import annotations
 
-import schemas
+from mer_data import schemas
 from mer_data.media.black import black_facts
 from mer_data.records import CutResult, Utterance
 

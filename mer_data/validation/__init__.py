@@ -1,6 +1,6 @@
 """`mer validate`: audit raw corpora and shard sets for alignment and integrity.
 
-    report = pipelines.validate.validate(PATH, ValidateOptions())   # the Dask graph: one task
+    report = mer_data.pipelines.validate.validate(PATH, ValidateOptions())   # the Dask graph: one task
                                                                      # per recording or per shard
     report.to_dict()        # the JSON report (schemas/validation-report.schema.json)
     render_summary(report.to_dict())   # the terminal table

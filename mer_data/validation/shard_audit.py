@@ -32,7 +32,7 @@ from typing import Any
 
 import soundfile as sf
 
-import schemas
+from mer_data import schemas
 from mer_data.corpora import wdseg
 from mer_data.media.audio import SAMPLE_RATE
 from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line

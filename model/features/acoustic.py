@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from model.features.table import ModalitySpec
+from mer_data.model.features.table import ModalitySpec
 
 SAMPLE_RATE = 16000
 HOP_SECONDS = 0.01

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from model.features.table import (
+from mer_data.model.features.table import (
     CARD_NAME,
     ERRORS_NAME,
     LEADING_COLUMNS,

@@ -35,8 +35,8 @@ import pyarrow as pa
 import torch
 
 from mer_data.corpora.label_protocol import ONE_VS_REST
-from model.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
-from model.batches import TensorFields
+from mer_data.model.features.table import ROLES, FeatureTableError, card_modalities, read_card, read_split
+from mer_data.model.batches import TensorFields
 
 ROLE_NAMES = {"t": "text", "a": "audio", "v": "video"}
 
@@ -51,7 +51,7 @@ class FeatureSelectionError(ValueError):
 
 def features_folder(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
     """The one FEATS folder a baseline run reads (`TrainConfig.shards` holds it), checked to have a card."""
-    from model.shard_check import command_scheme, is_storage
+    from mer_data.model.shard_check import command_scheme, is_storage
 
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -303,7 +303,7 @@ def collate(data: FeatureSplit, indices: Sequence[int]) -> FeatureBatch:
 
 class FeatureLoader:
     """Batches of one split. Training (shuffle=True): a new order per pass, from (seed, epoch), and each
-    pass is the next epoch (as model.data's training loader), so a resumed run sees the same orders.
+    pass is the next epoch (as mer_data.model.data's training loader), so a resumed run sees the same orders.
     Evaluation: file order, the same on every pass."""
 
     def __init__(self, data: FeatureSplit, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0):

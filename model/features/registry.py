@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from model.features.table import ModalitySpec
+    from mer_data.model.features.table import ModalitySpec
 
 
 class UnknownExtractor(ValueError):
@@ -62,13 +62,13 @@ class AcousticExtractor:
     member: ClassVar[str] = "flac"
 
     def spec(self) -> "ModalitySpec":
-        from model.features.acoustic import acoustic_spec
+        from mer_data.model.features.acoustic import acoustic_spec
 
         return acoustic_spec(self.name)
 
     def extract(self, sample: Any, meta: dict) -> tuple["np.ndarray", "np.ndarray"]:
-        from model.audio import decode_flac
-        from model.features.acoustic import acoustic_features
+        from mer_data.model.audio import decode_flac
+        from mer_data.model.features.acoustic import acoustic_features
 
         waveform = decode_flac(sample.members[self.member], sample.key)
         expected = (meta.get("audio") or {}).get("samples")
@@ -88,12 +88,12 @@ class AppearanceExtractor:
     member: ClassVar[str] = "mp4"
 
     def spec(self) -> "ModalitySpec":
-        from model.features.visual import visual_spec
+        from mer_data.model.features.visual import visual_spec
 
         return visual_spec(self.name, self.frame_interval_ms)
 
     def extract(self, sample: Any, meta: dict) -> tuple["np.ndarray", "np.ndarray"]:
-        from model.features.visual import appearance
+        from mer_data.model.features.visual import appearance
 
         _, values, times = appearance(sample.members[self.member], meta)
         return values, times
@@ -109,12 +109,12 @@ class EncoderExtractor:
     member: ClassVar[str] = "txt"
 
     def spec(self) -> "ModalitySpec":
-        from model.features.text import text_spec
+        from mer_data.model.features.text import text_spec
 
         return text_spec(self.name, self.text_encoder)
 
     def extract(self, sample: Any, meta: dict) -> tuple["np.ndarray", None]:
-        from model.features.text import token_embeddings
+        from mer_data.model.features.text import token_embeddings
 
         _, values, times = token_embeddings(sample.members[self.member].decode("utf-8"), self.text_encoder)
         return values, times

@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mer_data.records import Problem
-from model.features.registry import Extractor
-from model.features.table import ModalitySpec, arrow_schema, part_path, rows_to_table, sequence_problem, write_part
+from mer_data.model.features.registry import Extractor
+from mer_data.model.features.table import ModalitySpec, arrow_schema, part_path, rows_to_table, sequence_problem, write_part
 
 OUTCOME_KEY = b"mer_features.outcome"  # the part's Parquet metadata: its shard's outcome (JSON)
 STAGE = "features"

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mer_data
-import schemas
+from mer_data import schemas
 from mer_data.shards.atomic import atomic_path, atomic_write_text
 from mer_data.shards.layout import SPLITS
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.features.table import ModalitySpec
+from mer_data.model.features.table import ModalitySpec
 
 KINDS = ("encoder",)
 EXTRACTOR = "transformers-last-hidden-state"
@@ -37,7 +37,7 @@ def _encoder(name_or_path: str | None):
     """(tokenizer, frozen encoder, token limit), loaded once per process."""
     from transformers.utils import logging as transformers_logging
 
-    from model.text import load_text_encoder, load_tokenizer
+    from mer_data.model.text import load_text_encoder, load_tokenizer
 
     transformers_logging.disable_progress_bar()  # one "Loading weights" bar per worker is noise
     tokenizer = load_tokenizer(name_or_path)
@@ -53,7 +53,7 @@ def hidden_size(name_or_path: str | None) -> int:
     """The encoder's width, from its configuration only (no weights loaded)."""
     from transformers import AutoConfig
 
-    from model.text import DEFAULT_TEXT_ENCODER
+    from mer_data.model.text import DEFAULT_TEXT_ENCODER
 
     source = name_or_path or DEFAULT_TEXT_ENCODER
     try:
@@ -88,7 +88,7 @@ def text_spec(kind: str, encoder: str | None) -> ModalitySpec:
     """What the card records for the text modality (`encoder`: name or path, None = the bundled MiniLM)."""
     if kind not in KINDS:
         raise ValueError(f"unknown text features {kind!r}; expected one of {', '.join(KINDS)}")
-    from model.text import DEFAULT_TEXT_ENCODER
+    from mer_data.model.text import DEFAULT_TEXT_ENCODER
 
     return ModalitySpec(role="t", extractor=EXTRACTOR, names=names(hidden_size(encoder)),
                         description="token embeddings (last hidden state) of a frozen text encoder, special "

@@ -28,8 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from model.features.table import ModalitySpec
-from model.frames import crop_face, decode_frames
+from mer_data.model.features.table import ModalitySpec
+from mer_data.model.frames import crop_face, decode_frames
 
 KINDS = ("appearance",)
 EXTRACTOR = "opencv-hog-face-regions"
