@@ -27,7 +27,8 @@ import mer_data
 from mer_data.validation.options import ValidateOptions
 from mer_data.model.config import TrainConfig
 from mer_data.model.features.registry import extractor_choices
-from mer_data.model.kinds import BASELINE_KINDS, KIND_NAMES
+from mer_data.model.kinds import ARCHITECTURES, BASELINE_KINDS, KIND_NAMES
+from mer_data.model.presets import PRESETS
 from mer_data.pipelines.options import ConvertOptions, FeatureOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
@@ -534,13 +535,13 @@ def _data_safety_options(command):
 def _published_setup_options(command):
     """--preset and the options it sets that older versions had no flag for (model/presets.py)."""
     options = [
-        click.option("--preset", type=click.Choice(["dai2021"]), default=None,
+        click.option("--preset", type=click.Choice(PRESETS), default=None,
                      help="The published setup of Dai et al. (2021) for FE2E/MESM: the published networks on the "
                           "official inputs, ALBERT-base-v2, BCE with pos_weight, Adam lr 5e-5 (text encoder and "
                           "head / 10) without weight decay, batch 8 (FE2E) or 2 (MESM), 40 epochs, patience 6, "
                           "MESM top-p 0.7 (IEMOCAP) or 0.5 (MOSEI). Options given explicitly win; config.json "
                           "records every resolved value (docs/reproducing.md)."),
-        click.option("--arch", type=click.Choice(["compact", "dai2021"]), default=default_of(TrainConfig, "arch"),
+        click.option("--arch", type=click.Choice(ARCHITECTURES), default=default_of(TrainConfig, "arch"),
                      show_default=True,
                      help="The nets: compact (small CNNs, the CPU demo's) or dai2021 (the published networks; "
                           "needs --audio-frontend dai2021 and 48 x 48 crops)."),
