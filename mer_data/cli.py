@@ -29,6 +29,7 @@ from mer_data.model.config import TrainConfig
 from mer_data.model.features.registry import extractor_choices
 from mer_data.model.kinds import ARCHITECTURES, BASELINE_KINDS, KIND_NAMES
 from mer_data.model.presets import PRESETS
+from mer_data.synth.options import IEMOCAP_DEFAULTS, MOSEI_DEFAULTS, VOICES
 from mer_data.pipelines.options import ConvertOptions, FeatureOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
@@ -261,14 +262,17 @@ def _quiet_option(help_text: str = "No progress bars or progress messages."):
 
 @synth.command("iemocap")
 @click.argument("out", type=LocalFolder())
-@click.option("--sessions", default="1,2,3,4,5", show_default=True, help="Sessions to generate, comma-separated.")
-@click.option("--dialogs-per-session", default=2, show_default=True, type=click.IntRange(1))
-@click.option("--utterances-per-dialog", default=24, show_default=True, type=click.IntRange(2))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--sessions", default=",".join(map(str, IEMOCAP_DEFAULTS.sessions)), show_default=True,
+              help="Sessions to generate, comma-separated.")
+@click.option("--dialogs-per-session", default=IEMOCAP_DEFAULTS.dialogs_per_session, show_default=True,
+              type=click.IntRange(1))
+@click.option("--utterances-per-dialog", default=IEMOCAP_DEFAULTS.utterances_per_dialog, show_default=True,
+              type=click.IntRange(2))
+@click.option("--seed", default=IEMOCAP_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--ids-from", type=click.Choice(["dai2021"]), default=None,
               help="Use the published utterance ids (all 7380) instead of generated ones.")
-@click.option("--frame-size", default="720x480", show_default=True, help="Dialog video size WIDTHxHEIGHT.")
-@click.option("--voice", type=click.Choice(["auto", "espeak", "synth"]), default="auto", show_default=True,
+@click.option("--frame-size", default="x".join(map(str, IEMOCAP_DEFAULTS.frame_size)), show_default=True, help="Dialog video size WIDTHxHEIGHT.")
+@click.option("--voice", type=click.Choice(VOICES), default=IEMOCAP_DEFAULTS.voice, show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
 @_quiet_option("No progress bar.")
 def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dialog, seed, ids_from, frame_size, voice,
@@ -292,13 +296,13 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
 @synth.command("mosei")
 @click.argument("out", type=LocalFolder())
 @click.option("--videos", default=None, type=click.IntRange(1),
-              help="Number of videos  [default: 8; with --ids-from: every listed video]")
-@click.option("--seed", default=0, show_default=True, type=int)
+              help=f"Number of videos  [default: {MOSEI_DEFAULTS.videos}; with --ids-from: every listed video]")
+@click.option("--seed", default=MOSEI_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--ids-from", type=click.Choice(["dai2021", "sdk"]), default=None,
               help="Use the published ids (dai2021: 20,477 utterances; sdk: the standard folds' videos), tiny media.")
-@click.option("--long-video-minutes", default=10.0, show_default=True, type=click.FloatRange(0),
+@click.option("--long-video-minutes", default=MOSEI_DEFAULTS.long_video_minutes, show_default=True, type=click.FloatRange(0),
               help="Length of the default corpus's long video (0: none).")
-@click.option("--voice", type=click.Choice(["auto", "espeak", "synth"]), default="auto", show_default=True,
+@click.option("--voice", type=click.Choice(VOICES), default=MOSEI_DEFAULTS.voice, show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
 @_quiet_option("No progress bar.")
 def synth_mosei_command(out, videos, seed, ids_from, long_video_minutes, voice, quiet):

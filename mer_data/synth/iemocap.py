@@ -80,6 +80,7 @@ from mer_data.shards.layout import SPLITS
 from mer_data.synth import faces
 from mer_data.synth.emotions import OTHER_CODES, draw_other_code, draw_six_class, draw_style, draw_vad
 from mer_data.synth.iemocap_files import write_labels, write_transcript
+from mer_data.synth.options import IEMOCAP_DEFAULTS
 from mer_data.synth.render import FPS, render_dialog
 from mer_data.synth.script import Aside, DialogScript, Turn
 from mer_data.synth.text import BACKCHANNELS, NOISE_TAGS, sentence
@@ -131,9 +132,11 @@ class Skeleton:
         return f"{self.name}_{speaker}{number:03d}"
 
 
-def synth_iemocap(out: Path, *, sessions: Sequence[int] = (1, 2, 3, 4, 5), dialogs_per_session: int = 2,
-                  utterances_per_dialog: int = 24, seed: int = 0, ids_from: str | None = None,
-                  frame_size: tuple[int, int] = (720, 480), voice: str = "auto",
+def synth_iemocap(out: Path, *, sessions: Sequence[int] = IEMOCAP_DEFAULTS.sessions,
+                  dialogs_per_session: int = IEMOCAP_DEFAULTS.dialogs_per_session,
+                  utterances_per_dialog: int = IEMOCAP_DEFAULTS.utterances_per_dialog, seed: int = IEMOCAP_DEFAULTS.seed,
+                  ids_from: str | None = None, frame_size: tuple[int, int] = IEMOCAP_DEFAULTS.frame_size,
+                  voice: str = IEMOCAP_DEFAULTS.voice,
                   av_offsets: Mapping[str, float] | None = None, progress: bool = False) -> Path:
     """Write a synthetic corpus to out/IEMOCAP_full_release/ and return that root."""
     engine = resolve_voice(voice)

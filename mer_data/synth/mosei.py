@@ -55,6 +55,7 @@ from mer_data.synth.mosei_labels import averaged, csd_row
 from mer_data.synth.mosei_plan import LONG_FORMAT, ReleasePlan, plan_release, stable_hash
 from mer_data.synth.mosei_render import render_video
 from mer_data.synth.mosei_script import SegmentScript, VideoFormat, VideoScript
+from mer_data.synth.options import MOSEI_DEFAULTS
 from mer_data.synth.voice import SAMPLE_RATE, engine_version, resolve_voice
 
 RELEASE_DIR = "CMU_MOSEI"
@@ -67,8 +68,9 @@ MTURK_REL = tuple(f"{LABELS_DIR}/{name}" for name in MTURK_BATCH_FILES)
 IN_PROCESS_PIXELS = 50e6
 
 
-def synth_mosei(out: Path, *, videos: int | None = None, seed: int = 0, ids_from: str | None = None,
-                long_video_minutes: float = 10.0, long_video_format: VideoFormat = LONG_FORMAT, voice: str = "auto",
+def synth_mosei(out: Path, *, videos: int | None = None, seed: int = MOSEI_DEFAULTS.seed, ids_from: str | None = None,
+                long_video_minutes: float = MOSEI_DEFAULTS.long_video_minutes,
+                long_video_format: VideoFormat = LONG_FORMAT, voice: str = MOSEI_DEFAULTS.voice,
                 progress: bool = False) -> Path:
     """Write a synthetic release to out/CMU_MOSEI/ and return its Raw/ directory.
 

@@ -29,11 +29,12 @@ from mer_data.synth.emotions import draw_style
 from mer_data.synth.mosei_files import LabelsOnlyVideo
 from mer_data.synth.mosei_labels import STYLE_CODE, draw_dominant, draw_ratings
 from mer_data.synth.mosei_script import OrphanLabel, SegmentScript, VideoFormat, VideoScript
+from mer_data.synth.options import MOSEI_DEFAULTS
 from mer_data.synth.text import sentence
 from mer_data.synth.voice import SAMPLE_RATE
 
 IDS_FROM = ("dai2021", "sdk")
-DEFAULT_VIDEOS = 8
+DEFAULT_VIDEOS = MOSEI_DEFAULTS.videos
 DEFAULT_FORMATS = (VideoFormat(640, 360, Fraction(30)), VideoFormat(1280, 720, Fraction(30000, 1001)),
                    VideoFormat(480, 360, Fraction(25)), VideoFormat(854, 480, Fraction(24)))
 LONG_FORMAT = VideoFormat(480, 360, Fraction(25))

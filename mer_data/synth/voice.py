@@ -19,6 +19,7 @@ import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 
 from mer_data.synth.emotions import Style
+from mer_data.synth.options import VOICES
 from mer_data.synth.text import NOISE_TAGS
 
 SAMPLE_RATE = 16000
@@ -28,7 +29,6 @@ SPEECH_RMS = 0.07
 # Silence kept before the speech inside its interval, and the fade of a cut that had to be made.
 LEAD_S = 0.06
 FADE_S = 0.02
-VOICES = ("auto", "espeak", "synth")
 # Loudness of the non-speech vocalisations relative to speech.
 NOISE_LEVELS = {"[LAUGHTER]": 0.8, "[BREATHING]": 0.25, "[GARBAGE]": 0.5}
 
