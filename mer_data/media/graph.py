@@ -2,7 +2,7 @@
 
 The process decodes the source once and splits it into:
   * one libx264 output per "lane": a lane is a set of non-overlapping utterances of the same crop.
-    Its chain crops (and scales), selects exactly the utterances' source frames, renumbers them
+    Its chain selects exactly the utterances' source frames, crops (and scales) them, renumbers them
     as a constant-rate stream, and forces a keyframe at each utterance's first frame; the segment
     muxer cuts the stream there, so each utterance becomes its own MP4. Overlapping utterances
     (speakers talking over each other, MOSEI segments) go to different lanes.
@@ -255,12 +255,15 @@ def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: li
 
 
 def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction) -> Any:
-    """crop -> scale -> the lane's frames renumbered 0, 1, ... -> libx264 -> one MP4 per plan."""
+    """the lane's frames -> crop -> scale -> renumbered 0, 1, ... -> libx264 -> one MP4 per plan."""
     g = lane[0].geometry
+    # Select first: a lane keeps only its utterances' frames (a few segments of a long MOSEI video),
+    # and cropping and scaling every other frame of the source would be work thrown away. `n` counts
+    # the frames arriving at select, the same numbers wherever it stands, so the output is unchanged.
+    stream = stream.filter("select", _member_expr([(plan.first_frame, plan.end_frame - 1) for plan in lane]))
     stream = stream.crop(g.x, g.y, g.width, g.height)
     if g.scaled:
         stream = stream.filter("scale", g.out_width, g.out_height, flags="area")
-    stream = stream.filter("select", _member_expr([(plan.first_frame, plan.end_frame - 1) for plan in lane]))
     stream = stream.filter("setpts", "N/(FRAME_RATE*TB)")
     # The muxer cuts where each clip after the first starts. A lane of one clip gets a cut point
     # at its end, where no frame follows: without any, the muxer would cut at the first keyframe
