@@ -24,13 +24,13 @@ import click
 import mer_data
 # The option dataclasses and the model kinds: the options below show and use their defaults and names
 # (default_of), so each is declared once. None of these modules imports torch, dask or the media stack.
-from mer_data.validation.options import ValidateOptions
 from mer_data.model.config import TrainConfig
 from mer_data.model.features.registry import extractor_choices
 from mer_data.model.kinds import ARCHITECTURES, BASELINE_KINDS, KIND_NAMES
 from mer_data.model.presets import PRESETS
-from mer_data.synth.options import IEMOCAP_DEFAULTS, MOSEI_DEFAULTS, VOICES
 from mer_data.pipelines.options import ConvertOptions, FeatureOptions
+from mer_data.synth.options import IEMOCAP_DEFAULTS, MOSEI_DEFAULTS, VOICES
+from mer_data.validation.options import ValidateOptions
 
 # Exit status of a conversion that finished but rejected utterances (they are in errors.jsonl).
 EXIT_REJECTED = 3
@@ -271,7 +271,8 @@ def _quiet_option(help_text: str = "No progress bars or progress messages."):
 @click.option("--seed", default=IEMOCAP_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--ids-from", type=click.Choice(["dai2021"]), default=None,
               help="Use the published utterance ids (all 7380) instead of generated ones.")
-@click.option("--frame-size", default="x".join(map(str, IEMOCAP_DEFAULTS.frame_size)), show_default=True, help="Dialog video size WIDTHxHEIGHT.")
+@click.option("--frame-size", default="x".join(map(str, IEMOCAP_DEFAULTS.frame_size)), show_default=True,
+              help="Dialog video size WIDTHxHEIGHT.")
 @click.option("--voice", type=click.Choice(VOICES), default=IEMOCAP_DEFAULTS.voice, show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
 @_quiet_option("No progress bar.")
@@ -300,7 +301,8 @@ def synth_iemocap_command(out, sessions, dialogs_per_session, utterances_per_dia
 @click.option("--seed", default=MOSEI_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--ids-from", type=click.Choice(["dai2021", "sdk"]), default=None,
               help="Use the published ids (dai2021: 20,477 utterances; sdk: the standard folds' videos), tiny media.")
-@click.option("--long-video-minutes", default=MOSEI_DEFAULTS.long_video_minutes, show_default=True, type=click.FloatRange(0),
+@click.option("--long-video-minutes", default=MOSEI_DEFAULTS.long_video_minutes, show_default=True,
+              type=click.FloatRange(0),
               help="Length of the default corpus's long video (0: none).")
 @click.option("--voice", type=click.Choice(VOICES), default=MOSEI_DEFAULTS.voice, show_default=True,
               help="espeak-ng speech where available (auto), or a synthesized voice.")
