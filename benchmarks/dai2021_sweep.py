@@ -11,8 +11,7 @@ import statistics
 import torch
 from torch import nn
 
-from benchmarks.sparse_vs_dense import LABELS, extraction_step, time_interleaved
-from mer_data.model.data import Batch
+from benchmarks.sparse_vs_dense import LABELS, extraction_step, synthetic_batch, time_interleaved
 from mer_data.model.flops import feature_extraction_flops
 from mer_data.model.architectures import build_model
 from mer_data.model.text import load_tokenizer
@@ -21,22 +20,6 @@ from mer_data.model.text import load_tokenizer
 PAPER_FE2E_GFLOPS = 8.65
 PAPER_GFLOPS = {0.1: 2.93, 0.2: 3.23, 0.3: 3.58, 0.4: 3.94, 0.5: 4.34, 0.6: 4.71, 0.7: 5.18, 0.8: 5.66, 0.9: 6.47}
 CALIBRATION_P = 0.7
-
-
-def published_batch(tokenizer, batch_size: int, seed: int) -> Batch:
-    """Seeded random 48x48 face crops and 128x32 mel chunks (the dai2021 inputs), short transcripts."""
-    generator = torch.Generator().manual_seed(seed)
-    frame_counts = torch.randint(4, 9, (batch_size,), generator=generator)
-    chunk_counts = torch.randint(7, 14, (batch_size,), generator=generator)
-    words = "i really do not know what you want me to say about it anymore".split()
-    texts = [" ".join(words[: 4 + (3 * i) % 10]) for i in range(batch_size)]
-    tokens = tokenizer(texts, padding=True, truncation=True, max_length=100, return_tensors="pt")
-    return Batch(
-        ids=[f"synthetic-{i}" for i in range(batch_size)],
-        frames=torch.randn(int(frame_counts.sum()), 3, 48, 48, generator=generator), frame_counts=frame_counts,
-        mel_chunks=torch.randn(int(chunk_counts.sum()), 1, 128, 32, generator=generator),
-        chunk_counts=chunk_counts, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-        targets=torch.zeros(batch_size, len(LABELS)), label_names=LABELS)
 
 
 class ShapedScores(nn.Module):
@@ -115,7 +98,8 @@ def run_dai2021_sweep(args) -> dict:
     sparse = build_model("mesm", LABELS, "tav", args.text_encoder, 0.5, arch="dai2021")
     share_published_weights(dense, sparse)
     wrappers = shape_attention(sparse)
-    batch = published_batch(load_tokenizer(args.text_encoder), args.batch_size, args.seed)
+    # the dai2021 inputs: 48x48 face crops and 128-band mel chunks
+    batch = synthetic_batch(load_tokenizer(args.text_encoder), args.batch_size, args.seed, mel_bands=128)
     faces, chunks = batch.frames.shape[0], batch.mel_chunks.shape[0]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dai2021 networks, batch"
           f" {len(batch)} utterances, {faces} face crops 3x48x48, {chunks} mel chunks 1x128x32")

@@ -77,8 +77,9 @@ from mer_data.model.text import load_tokenizer  # noqa: E402
 LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
 
 
-def synthetic_batch(tokenizer, batch_size: int, seed: int) -> Batch:
-    """Seeded random frames and mel chunks of the loader's shapes, short transcripts tokenized."""
+def synthetic_batch(tokenizer, batch_size: int, seed: int, mel_bands: int = 64) -> Batch:
+    """Seeded random 48x48 face crops and mel_bands x 32 mel chunks (64: the compact loader's log-mel;
+    128: the dai2021 audio front end), short transcripts tokenized."""
     generator = torch.Generator().manual_seed(seed)
     frame_counts = torch.randint(4, 9, (batch_size,), generator=generator)
     chunk_counts = torch.randint(7, 14, (batch_size,), generator=generator)
@@ -89,7 +90,7 @@ def synthetic_batch(tokenizer, batch_size: int, seed: int) -> Batch:
         ids=[f"synthetic-{i}" for i in range(batch_size)],
         frames=torch.randn(int(frame_counts.sum()), 3, 48, 48, generator=generator),
         frame_counts=frame_counts,
-        mel_chunks=torch.randn(int(chunk_counts.sum()), 1, 64, 32, generator=generator),
+        mel_chunks=torch.randn(int(chunk_counts.sum()), 1, mel_bands, 32, generator=generator),
         chunk_counts=chunk_counts,
         input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
         targets=torch.zeros(batch_size, len(LABELS)), label_names=LABELS)
