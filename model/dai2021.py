@@ -279,13 +279,8 @@ class Dai2021FE2E(EndToEndModel):
     def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
                  text_dim: int | None = None, architecture: Dai2021Architecture | dict | None = None):
         super().__init__()
-        self._set_inputs(label_names, modalities, text_encoder, text_dim)
-        self.architecture = (architecture if isinstance(architecture, Dai2021Architecture)
-                             else Dai2021Architecture.from_options(architecture or {}))
+        self._set_up(label_names, modalities, text_encoder, text_dim, architecture, Dai2021Architecture)
         arch, classes = self.architecture, len(self.label_names)
-        self.extractors = nn.ModuleDict()
-        self.temporal = nn.ModuleDict()
-        self.heads = nn.ModuleDict()
         for modality in self.modalities:
             if modality == "t":
                 self.heads["t"] = nn.Linear(self.text_dim, classes)

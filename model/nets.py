@@ -160,6 +160,17 @@ class EndToEndModel(nn.Module):
                 raise ValueError(f"{self.kind.upper()} with modalities {self.modalities!r} needs a text encoder")
             self.text_dim = int(text_dim) if text_dim is not None else text_hidden_size(text_encoder)
 
+    def _set_up(self, label_names, modalities: str, text_encoder: nn.Module | None, text_dim: int | None,
+                architecture, options_class) -> None:
+        """What every architecture's constructor starts with: the inputs, its options (an instance of
+        `options_class`, or a dict of its fields) and the per-modality module dicts it then fills."""
+        self._set_inputs(label_names, modalities, text_encoder, text_dim)
+        self.architecture = (architecture if isinstance(architecture, options_class)
+                             else options_class.from_options(architecture or {}))
+        self.extractors = nn.ModuleDict()
+        self.temporal = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+
     def uses_text(self) -> bool:
         return "t" in self.modalities
 
@@ -210,13 +221,8 @@ class FE2E(EndToEndModel):
     def __init__(self, label_names, modalities: str = "tav", text_encoder: nn.Module | None = None,
                  text_dim: int | None = None, architecture: Architecture | dict | None = None):
         super().__init__()
-        self._set_inputs(label_names, modalities, text_encoder, text_dim)
-        self.architecture = (architecture if isinstance(architecture, Architecture)
-                             else Architecture.from_options(architecture or {}))
+        self._set_up(label_names, modalities, text_encoder, text_dim, architecture, Architecture)
         arch, classes = self.architecture, len(self.label_names)
-        self.extractors = nn.ModuleDict()
-        self.temporal = nn.ModuleDict()
-        self.heads = nn.ModuleDict()
         for modality in self.modalities:
             if modality == "t":
                 self.heads["t"] = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(self.text_dim, classes))
