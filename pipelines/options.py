@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import mer_data
+from mer_data.media.encoding import VideoEncoding
 from mer_data.model.features.registry import MODALITIES, NO_EXTRACTOR, extractor_choices
 
 DEFAULT_SHARD_MAX_BYTES = 256 * 1024 * 1024
@@ -25,6 +26,7 @@ class ConvertOptions:
     shard_max_count: int = DEFAULT_SHARD_MAX_COUNT
     shuffle_seed: int = 0
     max_height: int | None = None
+    encoding: VideoEncoding = field(default_factory=VideoEncoding)  # the clips' libx264 settings
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:

@@ -98,6 +98,7 @@ def _cut_and_stage(job: RecordingJob, staging: Path, options: ConvertOptions) ->
         audio_path, audio_rel = None, job.video  # None: cut_recording takes the video's own audio track
     cuts, problems = cut_recording(root / job.video, audio_path, requests, work,
                                    frame_interval_ms=options.frame_interval_ms, max_height=options.max_height,
+                                   encoding=options.encoding,
                                    rel_video=job.video, rel_audio=audio_rel)
     _raise_environment_fault(problems)
     by_id = {u.id: replace(u, sources=dict(u.sources, audio=audio_rel)) for u in job.utterances}

@@ -360,8 +360,8 @@ def test_an_utterance_ending_one_sample_and_one_frame_past_the_end_is_clamped(so
 def test_a_failing_encoder_costs_only_its_own_utterance(sources, tmp_path, monkeypatch):
     real_options = graph_module._encoder_options
 
-    def broken_for_left(lane, fps):
-        options = real_options(lane, fps)
+    def broken_for_left(lane, fps, encoding):
+        options = real_options(lane, fps, encoding)
         if any(plan.key == LEFT.key for plan in lane):
             options["crf"] = "not-a-number"
         return options

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from ..records import CutRequest, CutResult, Problem
 from .audio import AudioSource
+from .encoding import VideoEncoding
 from .graph import cut_clips
 from .probe import MediaError, MediaNotFoundError, ffmpeg_path_arg
 from .video import REGIONS, ClipCut, VideoSource, plan_clip
@@ -23,12 +24,14 @@ _MAX_KEY_BYTES = 200
 
 def cut_recording(video: Path, audio: Path | None, requests: Sequence[CutRequest], out_dir: Path, *,
                   frame_interval_ms: int = 500, max_height: int | None = None,
+                  encoding: VideoEncoding = VideoEncoding(),
                   rel_video: str | None = None, rel_audio: str | None = None,
                   ) -> tuple[list[CutResult], list[Problem]]:
     """Write `out_dir/<key>.flac` and `out_dir/<key>.mp4` for each request, decoding the video once.
 
     `audio` None takes the audio track of `video`. Audio that is not 16 kHz is resampled once with
     ffmpeg. `rel_video`/`rel_audio` name the files in Problems (default: the paths as given).
+    `encoding`: the clips' libx264 settings (media/encoding.py).
     Returns the results in request order and one Problem per rejected request (stage "media").
     """
     if frame_interval_ms < 1:
@@ -47,7 +50,7 @@ def cut_recording(video: Path, audio: Path | None, requests: Sequence[CutRequest
         audio_facts = _cut_audio(audio_path, valid, out_dir, Path(workdir), audio_name, problems)
         with_audio = [request for request in valid if request.key in audio_facts]
         clips = _cut_video(video, with_audio, out_dir, Path(workdir), video_name, problems,
-                           max_height=max_height, interval_ms=frame_interval_ms)
+                           max_height=max_height, interval_ms=frame_interval_ms, encoding=encoding)
 
     for request in valid:
         if request.key in problems:
@@ -111,7 +114,8 @@ def _cut_audio(path: Path, requests: list[CutRequest], out_dir: Path, workdir: P
 
 
 def _cut_video(path: Path, requests: list[CutRequest], out_dir: Path, workdir: Path, name: str,
-               problems: dict[str, Problem], *, max_height: int | None, interval_ms: int) -> dict[str, ClipCut]:
+               problems: dict[str, Problem], *, max_height: int | None, interval_ms: int,
+               encoding: VideoEncoding) -> dict[str, ClipCut]:
     """Clips of the requests whose MP4 was written; Problems for the others."""
     if not requests:
         return {}
@@ -130,7 +134,7 @@ def _cut_video(path: Path, requests: list[CutRequest], out_dir: Path, workdir: P
                                    _mp4(out_dir, request.key), max_height=max_height, interval_ms=interval_ms))
         except MediaError as error:
             problems[request.key] = _problem(request.key, name, _reason(error, path, name))
-    done, failed = cut_clips(source, plans, workdir)
+    done, failed = cut_clips(source, plans, workdir, encoding)
     for key, reason in failed.items():
         problems[key] = _problem(key, name, _reason(reason, path, name))
     return done

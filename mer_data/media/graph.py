@@ -33,8 +33,9 @@ import numpy as np
 
 from .black import is_black_frame
 from .commands import GLOBAL_ARGS, rate_arg
+from .encoding import VideoEncoding
 from .probe import ffmpeg_path_arg, last_meaningful_line
-from .video import (GOP_SECONDS, ClipCut, ClipPlan, VideoSource, count_lines, ended_early, face_facts_of,
+from .video import (ClipCut, ClipPlan, VideoSource, count_lines, ended_early, face_facts_of,
                     FaceDetector, read_tail, video_facts)
 
 # MP4 boxes that contain the sample table of the (only) video track.
@@ -69,9 +70,10 @@ def assign_lanes(plans: list[ClipPlan]) -> list[list[ClipPlan]]:
     return lanes
 
 
-def cut_clips(source: VideoSource, plans: list[ClipPlan], workdir: Path) -> tuple[dict[str, ClipCut], dict[str, str]]:
+def cut_clips(source: VideoSource, plans: list[ClipPlan], workdir: Path,
+              encoding: VideoEncoding = VideoEncoding()) -> tuple[dict[str, ClipCut], dict[str, str]]:
     """Write every plan's clip (video.py's plans) in one decode of the source: (finished clips,
-    reasons of failed ones), both by key (keys must be unique).
+    reasons of failed ones), both by key (keys must be unique), encoded with `encoding`.
 
     A clip fails when the source ends (or breaks) before its last frame, or its encoder fails; its
     partial file is removed. The others are unaffected. The work is done by one ffmpeg process
@@ -82,12 +84,12 @@ def cut_clips(source: VideoSource, plans: list[ClipPlan], workdir: Path) -> tupl
     lanes = assign_lanes(plans)
     done: dict[str, ClipCut] = {}
     failed: dict[str, str] = {}
-    run = _run_graph(source, lanes, workdir, "all")
+    run = _run_graph(source, lanes, workdir, "all", encoding)
     if run.status != 0 and len(lanes) > 1:
         _remove_segments(run)
         # Which lane broke the run is unknown: cut each on its own, so it costs only its own clips.
         for index, lane in enumerate(lanes):
-            lane_run = _run_graph(source, [lane], workdir, f"lane{index}")
+            lane_run = _run_graph(source, [lane], workdir, f"lane{index}", encoding)
             _settle(source, [lane], lane_run, done, failed)
     else:
         _settle(source, lanes, run, done, failed)
@@ -145,14 +147,15 @@ def _remove_segments(run: _Run) -> None:
 
 # --- running the graph -----------------------------------------------------------------------
 
-def _run_graph(source: VideoSource, lanes: list[list[ClipPlan]], workdir: Path, tag: str) -> _Run:
+def _run_graph(source: VideoSource, lanes: list[list[ClipPlan]], workdir: Path, tag: str,
+               encoding: VideoEncoding) -> _Run:
     """Run one ffmpeg over `lanes`, detecting faces in its face output as it comes."""
     out_dir = lanes[0][0].out_path.parent
     # Segments are written next to their final place, so that taking one is a rename.
     patterns = [out_dir / f".mer-cut-{os.getpid()}-{tag}-{index}-%05d.mp4" for index in range(len(lanes))]
     samples = _face_samples(lanes)
     script = workdir / f"graph-{tag}.txt"
-    command = graph_command(source, lanes, patterns, sorted(samples), script)
+    command = graph_command(source, lanes, patterns, sorted(samples), script, encoding)
     log_path = workdir / f"graph-{tag}.log"
     run = _Run(segments=[])
     detector = FaceDetector()
@@ -230,7 +233,7 @@ def _segment_files(pattern: Path, count: int) -> list[Path]:
 # --- the command -----------------------------------------------------------------------------
 
 def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: list[Path], face_frames: list[int],
-                  script: Path) -> list[str]:
+                  script: Path, encoding: VideoEncoding = VideoEncoding()) -> list[str]:
     """The ffmpeg command, built with ffmpeg-python. The filter graph goes to `script`
     (-filter_complex_script): with thousands of selected frames it outgrows the 128 KiB limit
     of one command-line argument."""
@@ -240,7 +243,7 @@ def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: li
     decoded = ffmpeg.input(ffmpeg_path_arg(source.path), threads=1)["v:0"]
     decoded = decoded.filter("fps", fps=rate_arg(source.fps), start_time=0)
     branches = decoded.split()
-    outputs = [_lane_output(branches[index], lane, pattern, source.fps)
+    outputs = [_lane_output(branches[index], lane, pattern, source.fps, encoding)
                for index, (lane, pattern) in enumerate(zip(lanes, patterns))]
     faces = branches[len(lanes)].filter("select", _member_expr([(n, n) for n in face_frames]))
     # Only the luma plane, exactly as decoded (extractplanes copies it; a gray conversion would
@@ -254,7 +257,7 @@ def graph_command(source: VideoSource, lanes: list[list[ClipPlan]], patterns: li
     return command[:at] + ["-filter_complex_script", str(script)] + command[at + 2:]
 
 
-def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction) -> Any:
+def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction, encoding: VideoEncoding) -> Any:
     """the lane's frames -> crop -> scale -> renumbered 0, 1, ... -> libx264 -> one MP4 per plan."""
     g = lane[0].geometry
     # Select first: a lane keeps only its utterances' frames (a few segments of a long MOSEI video),
@@ -270,18 +273,27 @@ def _lane_output(stream: Any, lane: list[ClipPlan], pattern: Path, fps: Fraction
     # after every 2 s (its default segment_time) and the clip would come out in pieces.
     starts = _output_starts(lane)
     cut_frames = starts[1:] or [lane[0].frames]
-    return stream.output(ffmpeg_path_arg(pattern), **_encoder_options(lane, fps), format="segment",
+    return stream.output(ffmpeg_path_arg(pattern), **_encoder_options(lane, fps, encoding), format="segment",
                          reset_timestamps=1, segment_format="mp4", segment_format_options="movflags=+faststart",
                          segment_frames=",".join(str(frame) for frame in cut_frames))
 
 
-def _encoder_options(lane: list[ClipPlan], fps: Fraction) -> dict[str, Any]:
-    """libx264 veryfast crf 23 on one thread with bitexact flags (the same bytes on every run and
-    machine), plus a keyframe where each clip starts: the segment muxer can only cut there."""
-    keyframes = _member_expr([(start, start) for start in _output_starts(lane)])
-    return {"vcodec": "libx264", "preset": "veryfast", "crf": 23, "pix_fmt": "yuv420p", "threads": 1,
-            "g": max(1, round(GOP_SECONDS * fps)), "vsync": "passthrough", "map_metadata": -1,
+def _encoder_options(lane: list[ClipPlan], fps: Fraction, encoding: VideoEncoding) -> dict[str, Any]:
+    """The encoding's libx264 options on one thread with bitexact flags (the same bytes on every run
+    and machine), plus the forced keyframes: where each clip starts (the segment muxer can only cut
+    there) and, with keyframes="faces", at each clip's face frames (the frames a loader keeps)."""
+    keyframes = _member_expr([(frame, frame) for frame in _keyframes(lane, encoding)])
+    return {**encoding.x264_options(fps), "vsync": "passthrough", "map_metadata": -1,
             "fflags": "+bitexact", "flags:v": "+bitexact", "force_key_frames": f"expr:{keyframes}"}
+
+
+def _keyframes(lane: list[ClipPlan], encoding: VideoEncoding) -> list[int]:
+    """The output frame indices forced to be keyframes, ascending."""
+    frames = set(_output_starts(lane))
+    if encoding.keyframes == "faces":
+        for start, plan in zip(_output_starts(lane), lane):
+            frames.update(start + index for index in plan.face_frames)
+    return sorted(frames)
 
 
 def _output_starts(lane: list[ClipPlan]) -> list[int]:

@@ -25,7 +25,6 @@ from .faces import DETECTOR_NAME, detect_face
 from .probe import MediaError, probe_media, video_end_claimed
 
 REGIONS = ("left", "right", "full")
-GOP_SECONDS = 2
 # Tolerance for float noise in times (0.1 * 30 = 3.0000000000000004), far below a frame.
 _TIME_EPSILON = Fraction(1, 10**9)
 # How much of an ffmpeg log to read for its last line: the tail is where the cause is.
