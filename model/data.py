@@ -527,26 +527,38 @@ def make_loader(sources, split: str, *, tokenizer, batch_size: int, workers: int
                            epoch=epoch, shuffle_buffer=shuffle_buffer, expectation=expectation,
                            audio_frontend=audio_frontend, face_normalisation=face_normalisation)
     return loader_over(dataset, shards=shards, label_names=names, workers=workers, persistent=shuffle,
-                       pin_memory=pin_memory, expectation=expectation)
+                       pin_memory=pin_memory, expectation=expectation, preload=(type(tokenizer).__module__,))
 
 
 def loader_over(dataset: wds.DataPipeline, *, shards: list[str], label_names: tuple[str, ...], workers: int,
-                persistent: bool, pin_memory: bool = False, expectation: SplitExpectation | None = None) -> ShardLoader:
-    """The ShardLoader of a make_dataset pipeline with `workers` processes (persistent: kept between passes)."""
+                persistent: bool, pin_memory: bool = False, expectation: SplitExpectation | None = None,
+                preload: Sequence[str] = ()) -> ShardLoader:
+    """The ShardLoader of a make_dataset pipeline with `workers` processes (persistent: kept between passes;
+    `preload`: modules the workers need beyond the loader's own, e.g. the tokenizer's)."""
     if workers > 0:
         # The tokenizer is used in forked workers: its own thread pool would warn (or deadlock) after a fork.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return ShardLoader(dataset, shards=shards, label_names=label_names, expectation=expectation, num_workers=workers,
                        persistent_workers=workers > 0 and persistent, pin_memory=pin_memory,
                        worker_init_fn=_limit_worker_threads if workers > 0 else None,
-                       multiprocessing_context=_worker_context() if workers > 0 else None)
+                       multiprocessing_context=_worker_context(preload) if workers > 0 else None)
 
 
-def _worker_context():
+def _worker_context(preload: Sequence[str] = ()):
     """forkserver where the platform has it: a plainly forked worker inherits this process's thread
     pools, and once OpenCV's pool has run here (the face detector, say) a forked worker hangs
     forever in its first OpenCV call (seen with gdb). Workers from the fork server start clean."""
     import multiprocessing
 
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else methods[0])
+    if "forkserver" not in methods:
+        return multiprocessing.get_context(methods[0])
+    context = multiprocessing.get_context("forkserver")
+    # The fork server imports the loader's modules once (torch, OpenCV, PyAV, webdataset; librosa's
+    # filters with scipy.signal, which the mel filterbank loads lazily; the tokenizer's module, which
+    # unpickling the dataset loads: ~5 s in all); each worker is then a fork of it with them loaded
+    # instead of importing them all again: a pass that starts its workers (validation, evaluation)
+    # waited ~8.5 s for its first batch on 2 cores. Importing starts no thread pool, so the server
+    # stays safe to fork. Takes effect when the server starts (the first loader with workers).
+    context.set_forkserver_preload([__name__, "librosa.filters", *preload])
+    return context
