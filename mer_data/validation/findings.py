@@ -71,7 +71,7 @@ KINDS: dict[str, Kind] = {
     "metadata-invalid": Kind("error", "a json member that breaks schemas/sample.schema.json or names another key"),
     "text-mismatch": Kind("error", "a txt member that is not UTF-8 or differs from the metadata text"),
     "undecodable-audio": Kind("error", "a flac member that soundfile cannot decode"),
-    "undecodable-video": Kind("error", "an mp4 member that ffprobe cannot decode"),
+    "undecodable-video": Kind("error", "an mp4 member that does not decode (or decodes with errors)"),
     "audio-metadata-mismatch": Kind("error", "decoded audio differs from its metadata (rate, channels, samples)"),
     "video-metadata-mismatch": Kind("error", "decoded video differs from its metadata (frames, size)"),
     "duration-mismatch": Kind("error", "audio, video and annotated interval of a sample differ in length"),

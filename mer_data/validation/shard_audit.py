@@ -22,20 +22,20 @@ import importlib.util
 import io
 import json
 import math
-import subprocess
-import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import av
+import av.logging
 import soundfile as sf
 
 from mer_data import schemas
 from mer_data.corpora import wdseg
 from mer_data.media.audio import SAMPLE_RATE
-from mer_data.media.probe import ffmpeg_path_arg, last_meaningful_line
 from mer_data.shards.hashing import sha256_file
 from mer_data.shards.layout import SHARD_NAME
 from mer_data.shards.samples import ReadProblem, ShardSample, read_samples
@@ -86,20 +86,19 @@ def audit_shard(path: Path, options: ValidateOptions) -> ShardAudit:
     name_match = SHARD_NAME.match(path.name)
     shard_split = name_match["split"] if name_match else None
     sync = _av_sync_module() if options.av_sync else None
-    with tempfile.TemporaryDirectory(prefix="mer-validate-") as workdir:
-        for sample in read_samples(path, partial(_add_read_finding, audit.findings, path.name)):
-            facts = SampleFacts(sample.key, path.name, sample.position)
-            audit.samples.append(facts)
-            if not sample.complete:
-                continue
-            meta = _check_sample(sample, facts, path.name, Path(workdir), options, audit.findings)
-            if meta is None:
-                continue
-            if shard_split is not None and meta["split"] != shard_split:
-                audit.findings.append(finding("split-impure-shard", f"a {meta['split']} sample in a {shard_split} shard",
-                                              file=path.name, id=sample.key, split=meta["split"]))
-            if sync is not None and facts.audio_s is not None and facts.video_s is not None:
-                _add_curve(sync, sample, meta, path.name, audit)
+    for sample in read_samples(path, partial(_add_read_finding, audit.findings, path.name)):
+        facts = SampleFacts(sample.key, path.name, sample.position)
+        audit.samples.append(facts)
+        if not sample.complete:
+            continue
+        meta = _check_sample(sample, facts, path.name, options, audit.findings)
+        if meta is None:
+            continue
+        if shard_split is not None and meta["split"] != shard_split:
+            audit.findings.append(finding("split-impure-shard", f"a {meta['split']} sample in a {shard_split} shard",
+                                          file=path.name, id=sample.key, split=meta["split"]))
+        if sync is not None and facts.audio_s is not None and facts.video_s is not None:
+            _add_curve(sync, sample, meta, path.name, audit)
     return audit
 
 
@@ -112,7 +111,7 @@ def _add_read_finding(findings: list[Finding], shard: str, problem: ReadProblem)
 # One sample
 
 
-def _check_sample(sample: ShardSample, facts: SampleFacts, shard: str, workdir: Path, options: ValidateOptions,
+def _check_sample(sample: ShardSample, facts: SampleFacts, shard: str, options: ValidateOptions,
                   findings: list[Finding]) -> dict | None:
     """Check the sample's members; fill `facts`; return its metadata where it is valid, else None."""
     key, members = sample.key, sample.members
@@ -131,7 +130,7 @@ def _check_sample(sample: ShardSample, facts: SampleFacts, shard: str, workdir: 
     if "flac" in members:
         facts.audio_s = _check_audio(members["flac"], meta, key, shard, findings)
     if "mp4" in members:
-        facts.video_s = _check_video(members["mp4"], meta, key, shard, workdir, findings)
+        facts.video_s = _check_video(members["mp4"], meta, key, shard, findings)
     if meta is not None:
         _check_durations(facts, key, shard, options, findings)
         if facts.face_rate < options.face_rate_threshold:
@@ -242,12 +241,9 @@ def _check_audio(data: bytes, meta: dict | None, key: str, shard: str, findings:
     return frames / rate
 
 
-def _check_video(data: bytes, meta: dict | None, key: str, shard: str, workdir: Path,
-                 findings: list[Finding]) -> float | None:
+def _check_video(data: bytes, meta: dict | None, key: str, shard: str, findings: list[Finding]) -> float | None:
     """The decoded duration of the mp4 member (frames / the metadata's fps; None: it does not decode)."""
-    clip = workdir / "clip.mp4"
-    clip.write_bytes(data)
-    decoded = decode_video(clip)
+    decoded = decode_video(data)
     if isinstance(decoded, str):
         findings.append(finding("undecodable-video", f"the mp4 member does not decode: {decoded}", file=shard, id=key))
         return None
@@ -263,24 +259,41 @@ def _check_video(data: bytes, meta: dict | None, key: str, shard: str, workdir: 
     return decoded["frames"] / video["fps"]
 
 
-def decode_video(path: Path) -> dict[str, int] | str:
-    """Decode every frame of the first video stream: {"frames", "width", "height"}, or the reason
-    it does not decode (ffprobe's first complaint: a damaged stream decodes partly, with errors)."""
-    command = ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-of", "json",
-               "-show_entries", "stream=nb_read_frames,width,height", ffmpeg_path_arg(path)]
-    done = subprocess.run(command, capture_output=True, check=False)
-    complaint = last_meaningful_line(done.stderr.decode("utf-8", "replace"))
-    if done.returncode != 0 or complaint:
-        return complaint.removeprefix(ffmpeg_path_arg(path) + ": ") or f"ffprobe exit status {done.returncode}"
-    streams = json.loads(done.stdout).get("streams") or []
-    if not streams:
-        return "no video stream"
-    stream = streams[0]
-    try:
-        return {"frames": int(stream["nb_read_frames"]), "width": int(stream["width"]),
-                "height": int(stream["height"])}
-    except (KeyError, TypeError, ValueError):
-        return "ffprobe reports no decodable frames"
+# libav's log level is process-wide: decoders of several threads take turns raising and restoring it.
+_LIBAV_LOG_LOCK = threading.Lock()
+
+
+def decode_video(data: bytes) -> dict[str, int] | str:
+    """Decode every frame of the first video stream, in this process (PyAV, from memory; a process
+    per sample cost more than the decoding): {"frames", "width", "height"}, or the reason it does not
+    decode: the decoder's last complaint (a damaged stream may decode partly, the damage concealed,
+    with complaints logged at error level) or PyAV's error."""
+    frames, width, height, failure = 0, 0, 0, ""
+    with _LIBAV_LOG_LOCK:
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.ERROR)
+        try:
+            with av.logging.Capture() as logs:
+                try:
+                    with av.open(io.BytesIO(data), mode="r") as container:
+                        if not container.streams.video:
+                            return "no video stream"
+                        stream = container.streams.video[0]
+                        stream.codec_context.thread_count = 1
+                        for frame in container.decode(stream):
+                            frames, width, height = frames + 1, frame.width, frame.height
+                except av.error.FFmpegError as error:
+                    failure = str(error)
+        finally:
+            av.logging.set_level(level)
+    complaints = [message.strip() for lvl, _, message in logs if lvl <= av.logging.ERROR and message.strip()]
+    if complaints:
+        return complaints[-1]
+    if failure:
+        return failure
+    if not frames:
+        return "no decodable frames"
+    return {"frames": frames, "width": width, "height": height}
 
 
 def _check_durations(facts: SampleFacts, key: str, shard: str, options: ValidateOptions,
