@@ -510,10 +510,10 @@ def _open_run(config: TrainConfig | None, run: Path, *, resume: bool, epochs: in
 
 def _epochs(config, run, state, model, optimizer, train_loader, valid_loader, progress, log) -> ckpt.RunState:
     scaler = torch.amp.GradScaler(enabled=config.amp and torch.device(config.device).type == "cuda")
-    bar = _progress_bar if progress else _no_bar
     trainer = distributed.data_parallel(model)   # `model` itself in one process
     while state.epochs_done < config.epochs and not state.stopped_early:
         epoch = state.epochs_done + 1
+        bar = _epoch_bar(epoch, config.epochs) if progress else _no_bar
         result = run_epoch(model, optimizer, scaler, config, train_loader, valid_loader, epoch, bar, trainer=trainer)
         update_state(state, result, config.patience, eligible=not in_top_p_warmup(config, epoch))
         if distributed.is_main():   # every process holds the same state; one writes it
@@ -650,10 +650,24 @@ def update_state(state: ckpt.RunState, result: EpochResult, patience: int, *, el
         state.stopped_early = state.epochs_without_improvement >= patience
 
 
-def _progress_bar(iterable, desc: str):
+def _epoch_bar(epoch: int, epochs: int):
+    """The progress bars of one epoch: "epoch 2/3 train", "epoch 2/3 valid"."""
+    return lambda loader, desc: _progress_bar(loader, f"epoch {epoch}/{epochs} {desc}")
+
+
+def _progress_bar(loader, desc: str):
+    """A bar counting samples against those the split's index lists (so it shows an ETA), advanced
+    after each batch is processed; without a known total (feature tables) it counts batches."""
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, unit="batch", leave=False)
+    expectation = getattr(loader, "expectation", None)
+    total = expectation.samples if expectation is not None else None
+    if total is not None and distributed.active():
+        total = math.ceil(total / distributed.world_size())   # this process's share, about
+    with tqdm(total=total, desc=desc, unit="sample" if total is not None else "batch", leave=False) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch) if total is not None else 1)
 
 
 def _no_bar(iterable, desc: str):
