@@ -9,7 +9,11 @@ Measured in one run, on one synthetic corpus (>= 30 min of dialog video by defau
               utterance the speaker's half as H.264 MP4, the speaker's channel as FLAC), one decode
               per dialog, no face detection, no metadata, no shards; one process.
   mer -w1/-w2 the real `mer convert iemocap` (click CLI, Dask cluster start-up and packing included)
-              with 1 and 2 workers.
+              with 1 and 2 workers (--skip-w2: 1 only).
+  video2dataset  with --video2dataset PYTHON: video2dataset 1.3.0's exact clipping
+              (benchmarks/video2dataset_reference.py), on all utterances and on the non-overlapping ones.
+
+--camera runs on a camera-like copy of the synthetic corpus (benchmarks/camera_corpus.py).
 
 For each: wall seconds, utterances/s, media-seconds/s (dialog video seconds per wall second), CPU
 seconds of the process tree (user+sys, from getrusage(RUSAGE_CHILDREN) around the subprocess), the
@@ -63,10 +67,9 @@ TARGET_RSS_MB = 500  # peak RSS of one worker (its Python process and ffmpeg chi
 # "Flat in dialog length": a 4x longer dialog may cost at most this much more peak memory.
 FLAT_RSS_RATIO = 1.25
 
-# The converter's settings that the floor must match to be a fair floor (mer_data.media.cut).
-X264_ARGS = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1",
-             "-movflags", "+faststart"]
-GOP_SECONDS = 2  # keyframe interval of the converter's clips (-g)
+# The converter's settings that the floor must match to be a fair floor (mer_data.media.encoding:
+# the default VideoEncoding, keyframes at the face frames included).
+FACE_INTERVAL_MS = 500
 SAMPLE_RATE = 16000
 SPLIT = "random:0"
 
@@ -208,8 +211,16 @@ def floor_commands(dialog: Dialog, out: Path) -> list[list[str]]:
     graph likewise with atrim by sample index and pan to the speaker's channel. Encoders run with
     -threads 1 like ours, so this is a per-core floor.
     """
+    from mer_data.media.encoding import VideoEncoding
+    from mer_data.media.video import face_sample_frames
+
     fps = Fraction(dialog.fps)
-    gop = max(1, round(GOP_SECONDS * fps))
+    encoding = VideoEncoding()
+    x264 = encoding.x264_options(fps)
+    x264_args = ["-c:v", "libx264", "-preset", x264["preset"], "-crf", str(x264["crf"]), "-pix_fmt", "yuv420p",
+                 "-threads", "1", "-g", str(x264["g"]), "-movflags", "+faststart"]
+    if "tune" in x264:
+        x264_args += ["-tune", x264["tune"]]
     commands = []
     utts = dialog.utterances
     for batch_start in range(0, len(utts), FLOOR_MAX_UTTERANCES_PER_GRAPH):
@@ -227,7 +238,12 @@ def floor_commands(dialog: Dialog, out: Path) -> list[list[str]]:
             channel = utt["channel"] or 0
             audio_graph.append(f"[t{i}]atrim=start_sample={a}:end_sample={b},asetpts=PTS-STARTPTS,"
                                f"pan=mono|c0=c{channel}[a{i}]")
-            outputs += ["-map", f"[v{i}]", *X264_ARGS, "-g", str(gop), f"file:{out / utt['id']}.mp4",
+            keyframes = [0]
+            if encoding.keyframes == "faces":
+                keyframes = list(face_sample_frames(stop - first, fps, FACE_INTERVAL_MS))
+            forced = "+".join(f"eq(n,{n})" for n in keyframes)
+            outputs += ["-map", f"[v{i}]", *x264_args, "-force_key_frames", f"expr:{forced}",
+                        f"file:{out / utt['id']}.mp4",
                         "-map", f"[a{i}]", "-c:a", "flac", "-ar", str(SAMPLE_RATE), f"file:{out / utt['id']}.flac"]
         commands.append(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                          "-i", f"file:{dialog.video}", "-i", f"file:{dialog.audio}",
@@ -517,10 +533,14 @@ def run_method(name: str, command: list[str], out: Path, dialogs: list[Dialog], 
     return result
 
 
-def benchmark_throughput(raw: Path, work: Path, dialogs: list[Dialog], *, keep: bool,
-                         idle_wait_s: float) -> dict[str, MethodResult]:
+def benchmark_throughput(raw: Path, work: Path, dialogs: list[Dialog], *, keep: bool, idle_wait_s: float,
+                         worker_counts: tuple[int, ...] = (1, 2),
+                         video2dataset_python: str | None = None) -> dict[str, MethodResult]:
     dialogs_json = save_dialogs(dialogs, work / "dialogs.json")
     results: dict[str, MethodResult] = {}
+    if video2dataset_python:
+        results.update(benchmark_video2dataset(video2dataset_python, dialogs_json, work, dialogs, keep=keep,
+                                               idle_wait_s=idle_wait_s))
     for key, name, sub in (("reference", "reference (OpenCV, JPEG frames, 1 proc)", "_reference"),
                            ("floor", "floor (bare ffmpeg, 1 proc, no faces)", "_floor")):
         out = work / f"out-{key}"
@@ -528,7 +548,7 @@ def benchmark_throughput(raw: Path, work: Path, dialogs: list[Dialog], *, keep: 
                                   idle_wait_s=idle_wait_s)
         if not keep:
             shutil.rmtree(out, ignore_errors=True)
-    for workers in (1, 2):
+    for workers in worker_counts:
         out = work / f"out-mer-w{workers}"
         phases = work / f"phases-w{workers}.json"
         phases.unlink(missing_ok=True)
@@ -543,6 +563,36 @@ def benchmark_throughput(raw: Path, work: Path, dialogs: list[Dialog], *, keep: 
         result.notes = {"phases_s": json.loads(phases.read_text(encoding="utf-8")) if phases.is_file() else {},
                         "rejected": card["errors"]["count"], "planned": card["counts"]["planned"]}
         results[f"mer_w{workers}"] = result
+        if not keep:
+            shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def benchmark_video2dataset(python: str, dialogs_json: Path, work: Path, dialogs: list[Dialog], *, keep: bool,
+                            idle_wait_s: float) -> dict[str, MethodResult]:
+    """video2dataset's exact clipping (benchmarks/video2dataset_reference.py) on every utterance, and
+    on each dialog's non-overlapping ones: its utterances are the clips it wrote, its failures noted."""
+    results = {}
+    for mode in ("all", "non-overlapping"):
+        key = f"video2dataset_{mode.replace('-', '_')}"
+        out = work / f"out-{key}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        if idle_wait_s > 0:
+            wait_until_idle(idle_wait_s)
+        print(f"running video2dataset ({mode}) ...", flush=True)
+        command = [python, str(SCRIPT.parent / "video2dataset_reference.py"), str(dialogs_json), str(out), mode]
+        measured = measure(command)
+        outcome = json.loads(measured.stdout.strip().splitlines()[-1])
+        shards = out / "shards"
+        result = MethodResult(f"video2dataset 1.3.0 exact ({mode})", measured.wall_s, measured.cpu_s,
+                              outcome["clips_written"], sum(d.duration for d in dialogs),
+                              sum(f.stat().st_size for f in shards.glob("*.tar")), measured.peak_tree_rss_mb,
+                              measured.other_load_cores, notes=outcome)
+        print(f"  {measured.wall_s:.1f} s wall, {measured.cpu_s:.1f} s CPU, {outcome['clips_written']} of "
+              f"{outcome['clips_asked']} clips written, {outcome['dialogs_failed']} of {outcome['dialogs']} dialogs "
+              f"failed {outcome['errors'][:2]}", flush=True)
+        results[key] = result
         if not keep:
             shutil.rmtree(out, ignore_errors=True)
     return results
@@ -610,6 +660,8 @@ def report(results: dict[str, MethodResult], rss: dict | None, corpus: dict) -> 
           "processes outside the tree (a shared machine; figures with other > 0.25 are suspect).\n"
           "The floor does no face detection and writes no metadata or shards.")
     for key in ("mer_w1", "mer_w2"):
+        if key not in results:
+            continue
         phases = results[key].notes.get("phases_s", {})
         if phases.get("media"):
             cluster = phases.get("cluster+media", 0.0) - phases["media"]
@@ -621,16 +673,27 @@ def report(results: dict[str, MethodResult], rss: dict | None, corpus: dict) -> 
     if suspect:
         print(f"WARNING: other work ran on the machine during: {'; '.join(suspect)}")
 
-    ref, floor, w1, w2 = results["reference"], results["floor"], results["mer_w1"], results["mer_w2"]
+    ref, floor, w1, w2 = results["reference"], results["floor"], results["mer_w1"], results.get("mer_w2")
     ratios = {
         "per_core_vs_reference": w1.utt_per_cpu_s / ref.utt_per_cpu_s,
         "wall_vs_reference": ref.wall_s / w1.wall_s,
         "cpu_vs_floor": w1.cpu_s / floor.cpu_s,
         "wall_vs_floor": w1.wall_s / floor.wall_s,
-        "speedup_2_vs_1": w1.wall_s / w2.wall_s,
         "reference_bytes_over_ours": ref.out_bytes / w1.out_bytes,
     }
-    phases1, phases2 = w1.notes.get("phases_s", {}), w2.notes.get("phases_s", {})
+    for key, v2d in results.items():
+        if key.startswith("video2dataset") and v2d.utterances:
+            ratios[f"per_core_vs_{key}"] = w1.utt_per_cpu_s / v2d.utt_per_cpu_s
+            print(f"{v2d.name}: {v2d.notes['clips_written']} of {v2d.notes['clips_asked']} clips written "
+                  f"({v2d.notes['dialogs_failed']} of {v2d.notes['dialogs']} dialogs failed), "
+                  f"{v2d.cpu_s / v2d.utterances:.2f} CPU-s per clip written; ours (1 worker) "
+                  f"{w1.cpu_s / w1.utterances:.2f} per utterance")
+        elif key.startswith("video2dataset"):
+            print(f"{v2d.name}: no clip written ({v2d.notes['dialogs_failed']} of {v2d.notes['dialogs']} dialogs "
+                  f"failed: {'; '.join(v2d.notes['errors'][:2])}), {v2d.cpu_s:.1f} CPU-s spent")
+    if w2:
+        ratios["speedup_2_vs_1"] = w1.wall_s / w2.wall_s
+    phases1, phases2 = w1.notes.get("phases_s", {}), (w2.notes.get("phases_s", {}) if w2 else {})
     if phases1.get("media") and phases2.get("media"):
         ratios["media_only_speedup_2_vs_1"] = phases1["media"] / phases2["media"]
         ratios["media_only_wall_vs_floor"] = phases1["media"] / floor.wall_s
@@ -645,16 +708,17 @@ def report(results: dict[str, MethodResult], rss: dict | None, corpus: dict) -> 
             f"floor/ours = {1 / ratios['cpu_vs_floor']:.2f}; wall ours/floor = {ratios['wall_vs_floor']:.2f}"
             + (f" (media phase only: {ratios['media_only_wall_vs_floor']:.2f})" if "media_only_wall_vs_floor" in ratios
                else "")),
-        "2 workers >= 1.7x of 1": (
+    }
+    if w2:
+        targets["2 workers >= 1.7x of 1"] = (
             as_printed(ratios["speedup_2_vs_1"]) >= TARGET_SPEEDUP,
             f"wall(1)/wall(2) = {ratios['speedup_2_vs_1']:.2f} (>= {TARGET_SPEEDUP})"
             + (f"; media phase only: {ratios['media_only_speedup_2_vs_1']:.2f}" if "media_only_speedup_2_vs_1" in ratios
                else "")
-            + f"; 1 worker already keeps {w1.cpu_s / w1.wall_s:.2f} cores busy"),
-        "output at most 1/5 of the reference's bytes": (
-            ratios["reference_bytes_over_ours"] >= 1 / TARGET_BYTES_FRACTION,
-            f"reference/ours bytes = {ratios['reference_bytes_over_ours']:.1f} (>= {1 / TARGET_BYTES_FRACTION:.0f})"),
-    }
+            + f"; 1 worker already keeps {w1.cpu_s / w1.wall_s:.2f} cores busy")
+    targets["output at most 1/5 of the reference's bytes"] = (
+        ratios["reference_bytes_over_ours"] >= 1 / TARGET_BYTES_FRACTION,
+        f"reference/ours bytes = {ratios['reference_bytes_over_ours']:.1f} (>= {1 / TARGET_BYTES_FRACTION:.0f})")
     if rss:
         print()
         print(f"{'one worker, one dialog':<24}{'dialog':>8}{'utts':>6}{'python MB':>11}{'ffmpeg MB':>11}"
@@ -700,6 +764,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="before each measurement wait up to this many seconds for other work on the "
                              "machine to stop [120; quick: 20]")
     parser.add_argument("--keep", action="store_true", help="keep the outputs of every method")
+    parser.add_argument("--camera", action="store_true",
+                        help="run on a camera-like copy of the synthetic corpus (benchmarks/camera_corpus.py: "
+                             "textured moving background, sensor noise, MPEG-4 Part 2 AVI)")
+    parser.add_argument("--video2dataset", metavar="PYTHON",
+                        help="an interpreter with video2dataset 1.3.0 installed: adds it as a second reference")
+    parser.add_argument("--skip-w2", action="store_true", help="measure ours with 1 worker only")
     args = parser.parse_args(argv)
 
     minutes = 3.0 if args.quick else args.minutes
@@ -709,16 +779,24 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     corpus_dir = args.corpus or work / f"corpus-{minutes:g}min"
     raw = ensure_corpus(corpus_dir, minutes, sessions=QUICK_SESSIONS if args.quick else SESSIONS)
+    if args.camera:
+        from camera_corpus import make_camera_corpus
+
+        print("making the camera-like copy ...", flush=True)
+        raw = make_camera_corpus(raw, Path(f"{corpus_dir}-camera"))
     dialogs = plan_dialogs(raw)
     video_s = sum(d.duration for d in dialogs)
     corpus = {"path": str(raw), "dialogs": len(dialogs), "video_s": video_s,
               "utterances": sum(len(d.utterances) for d in dialogs),
-              "frame_size": f"{dialogs[0].width}x{dialogs[0].height}", "fps": dialogs[0].fps}
+              "frame_size": f"{dialogs[0].width}x{dialogs[0].height}", "fps": dialogs[0].fps,
+              "kind": "camera-like" if args.camera else "synthetic"}
     print(f"corpus {raw}: {len(dialogs)} dialogs, {video_s / 60:.1f} min of dialog video, "
           f"{corpus['utterances']} utterances", flush=True)
     if video_s < minutes * 60 and not args.quick:
         print(f"WARNING: {video_s / 60:.1f} min of video is less than the {minutes:g} min asked for", flush=True)
-    results = benchmark_throughput(raw, work, dialogs, keep=args.keep, idle_wait_s=idle_wait)
+    results = benchmark_throughput(raw, work, dialogs, keep=args.keep, idle_wait_s=idle_wait,
+                                   worker_counts=(1,) if args.skip_w2 else (1, 2),
+                                   video2dataset_python=args.video2dataset)
     rss = None if args.skip_rss else benchmark_rss(work, rss_minutes, keep=args.keep, idle_wait_s=idle_wait)
     figures = report(results, rss, corpus)
     print(json.dumps(figures, sort_keys=True))

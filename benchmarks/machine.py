@@ -27,3 +27,41 @@ def wait_until_idle(max_wait_s: float, *, threshold_cores: float = 0.25, window_
         if load < threshold_cores or time.monotonic() >= deadline:
             return load
         print(f"  waiting: other work uses {load:.1f} cores", flush=True)
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants, live or finished.
+
+    getrusage(RUSAGE_CHILDREN) counts only children this process has waited for; a long-lived child
+    that starts the real workers (multiprocessing's fork server, whose DataLoader workers are its
+    children, not ours) would hide their CPU. So live descendants are read from /proc: each one's
+    own time plus the time of the children it has waited for (stat fields utime, stime, cutime,
+    cstime), recursing into its live children."""
+    import resource
+
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+    return total + _live_descendants_cpu(os.getpid())
+
+
+def _live_descendants_cpu(pid: int) -> float:
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:   # gone meanwhile
+            continue
+        parent = int(fields[1])
+        children.setdefault(parent, []).append(int(entry))
+        times[int(entry)] = sum(int(value) for value in fields[11:15]) / tick   # utime stime cutime cstime
+    total, stack = 0.0, list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        total += times.get(child, 0.0)
+        stack.extend(children.get(child, []))
+    return total
