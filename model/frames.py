@@ -138,9 +138,12 @@ def _decoded(mp4: bytes, indices: Sequence[int], sample_id: str) -> list[Any]:
         raise VideoError(f"{sample_id}: the mp4 member is empty")
     wanted = list(indices)
     track = read_video_track(mp4)
-    try:
-        if track is not None:   # the fast path: no demuxer, the sample table read here
+    if track is not None:   # the fast path: no demuxer, the sample table read here
+        try:
             return _decoded_from_track(mp4, track, wanted, sample_id)
+        except (VideoError, av.error.FFmpegError):
+            pass   # the demuxer below decides, and words the error of a clip that truly fails
+    try:
         # format="mp4" (the shard contract's container; also reads mov/3gp) spares the probe of every clip.
         with av.open(io.BytesIO(mp4), mode="r", format="mp4") as container:
             if not container.streams.video:

@@ -65,17 +65,15 @@ def collect(loader) -> list[Batch]:
 
 
 def decoded_frames_by_hand(mp4: bytes, tmp_path: Path) -> list[np.ndarray]:
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(mp4)
-    capture = cv2.VideoCapture(str(path))
-    decoded = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        decoded.append(frame)
-    capture.release()
-    return decoded
+    """Every frame, decoded sequentially through FFmpeg's demuxer (PyAV) and converted to BGR as the
+    loader documents it (OpenCV's I420 conversion of the whole frame): what the loader's packet
+    skipping and region conversion must reproduce exactly. (OpenCV's VideoCapture decodes the same
+    pictures but converts them with libswscale, about one level apart.)"""
+    import av
+
+    with av.open(io.BytesIO(mp4)) as container:
+        return [cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
+                for frame in container.decode(container.streams.video[0])]
 
 
 def normalised_by_hand(crop_bgr: np.ndarray) -> np.ndarray:
