@@ -12,7 +12,7 @@ decode time.
             published layout's; "faster" and slower cost 1.4-1.7x the CPU for no fewer bytes here,
             "ultrafast" halves the CPU for up to 5x the bytes.
   tune      "fastdecode" by default: no CABAC, no deblocking filter, no weighted prediction, so
-            every training epoch decodes faster, for a few percent more bytes; "none" for x264's
+            every training epoch decodes faster, for 4-18% more bytes; "none" for x264's
             defaults.
   crf       constant quality (lower: better and larger); 23 is x264's default.
   keyframes "faces" (default): a keyframe at every frame the face detector ran on (every
