@@ -208,7 +208,7 @@ def test_regions_and_face_crops_convert_only_what_they_keep(clips):
 
 
 def test_the_sample_table_is_read_without_a_demuxer_and_unusual_files_fall_back(clips, monkeypatch):
-    from mer_data.media.mp4 import read_video_track
+    from mer_data.media.mp4 import read_video_track, video_sample_count
 
     mp4, faces = clips["faces"]["long"]
     track = read_video_track(mp4)
@@ -223,3 +223,6 @@ def test_the_sample_table_is_read_without_a_demuxer_and_unusual_files_fall_back(
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
     assert read_video_track(b"\x00\x00\x00\x18ftypisom, then nothing") is None
     assert read_video_track(mp4[: len(mp4) // 2]) is None   # cut off: its samples lie past the end
+    # The converter's check of a finished clip counts with the same reader.
+    assert video_sample_count(mp4) == 174
+    assert video_sample_count(mp4[: len(mp4) // 2]) == -1 and video_sample_count(b"") == -1

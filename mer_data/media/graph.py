@@ -19,7 +19,6 @@ own, so that a failure costs only the utterances of the failing lane.
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 from collections import defaultdict
 from concurrent.futures import Future
@@ -34,12 +33,11 @@ import numpy as np
 from .black import is_black_frame
 from .commands import GLOBAL_ARGS, rate_arg
 from .encoding import VideoEncoding
+from .mp4 import video_sample_count
 from .probe import ffmpeg_path_arg, last_meaningful_line
 from .video import (ClipCut, ClipPlan, VideoSource, count_lines, ended_early, face_facts_of,
                     FaceDetector, read_tail, video_facts)
 
-# MP4 boxes that contain the sample table of the (only) video track.
-_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 
 
 @dataclass
@@ -321,28 +319,6 @@ def _member_expr(ranges: list[tuple[int, int]]) -> str:
 # --- checking a clip -------------------------------------------------------------------------
 
 def _mp4_frames(path: Path) -> int:
-    """The number of video samples of an MP4 written by ffmpeg (one track, moov first thanks to
-    faststart): the sample count of its stsz box, read without starting a process. -1 when the
-    file holds no such box (cut off)."""
-    with open(path, "rb") as mp4:
-        return _find_sample_count(mp4, os.fstat(mp4.fileno()).st_size)
-
-
-def _find_sample_count(mp4: Any, end: int) -> int:
-    while mp4.tell() + 8 <= end:
-        start = mp4.tell()
-        size, kind = struct.unpack(">I4s", mp4.read(8))
-        header = 8
-        if size == 1:
-            size, header = struct.unpack(">Q", mp4.read(8))[0], 16
-        elif size == 0:
-            size = end - start
-        if size < header:
-            return -1
-        if kind == b"stsz":
-            _, _, count = struct.unpack(">III", mp4.read(12))
-            return count
-        if kind in _CONTAINER_BOXES:
-            return _find_sample_count(mp4, start + size)
-        mp4.seek(start + size)
-    return -1
+    """The number of video samples of a clip written by ffmpeg, read without starting a process;
+    -1 when the file holds no sample table (cut off)."""
+    return video_sample_count(path.read_bytes())

@@ -1,5 +1,8 @@
 """The sample table of an MP4's video track, read from its bytes without a demuxer or a decoder.
 
+The converter counts each finished clip's samples with it (media/graph.py), the loader decodes
+from it.
+
 A loader that knows where each coded frame lies, which ones are keyframes and in which order they
 are shown can hand a decoder exactly the packets it needs (mer_data.model.frames), skipping the
 container probe that opening the file with FFmpeg costs for every clip (~1 ms, as much as decoding
@@ -35,6 +38,18 @@ class VideoTrack:
 
     def sample(self, data: bytes, index: int) -> bytes:
         return data[self.offsets[index]:self.offsets[index] + self.sizes[index]]
+
+
+def video_sample_count(data: bytes) -> int:
+    """How many samples the MP4's single video track holds, as its stsz box says; -1 where the file
+    has no readable one (cut off: ffmpeg writes the moov box last, or moves it first, at the end)."""
+    try:
+        tracks = [tables for tables in _tracks(data) if tables.get(b"hdlr", b"")[8:12] == b"vide"]
+        if len(tracks) != 1 or b"stsz" not in tracks[0]:
+            return -1
+        return struct.unpack_from(">I", tracks[0][b"stsz"], 8)[0]
+    except (struct.error, ValueError):
+        return -1
 
 
 def read_video_track(data: bytes) -> VideoTrack | None:
