@@ -52,10 +52,11 @@ def render_camera_like(source: Path, target: Path, seed: int) -> None:
 
 
 def _video_format(path: Path) -> tuple[int, int, str]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "stream=width,height,r_frame_rate", "-of", "csv=p=0", str(path)],
-                         check=True, capture_output=True, text=True).stdout.strip().split(",")
-    return int(out[0]), int(out[1]), out[2]
+    """(width, height, exact frame rate as ffmpeg writes it), from the converter's own probe."""
+    from mer_data.media.video import VideoSource
+
+    source = VideoSource.probe(path)
+    return source.width, source.height, f"{source.fps.numerator}/{source.fps.denominator}"
 
 
 def make_camera_corpus(source_root: Path, out: Path) -> Path:
